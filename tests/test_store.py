@@ -1,0 +1,186 @@
+"""The session store against a real Redis, over both transports, same expectations."""
+
+from __future__ import annotations
+
+import time
+import uuid
+from collections.abc import AsyncIterator, Iterator
+
+import pytest
+import redis
+
+from tripkit import keys
+from tripkit.devstack.redis_server import EmbeddedRedis
+from tripkit.devstack.rest_gateway import BackgroundGateway
+from tripkit.errors import InvalidSessionId, RedisTimeout, RedisUnavailable, SessionNotFound
+from tripkit.models import Bundle, Preferences, Status, Summary
+from tripkit.store import SessionStore
+from tripkit.transport import Transport
+from tripkit.transport.resp import RespTransport
+from tripkit.transport.rest import RestTransport
+
+TTL = 600
+PREFS = Preferences(interests=["food", "museums"], trip_length_days=4, budget=3000, bundle_count=3)
+
+
+def summary(i: int, text: str = "Four slow days.") -> Summary:
+    return Summary(index=i, title=f"Trip {i}", destination="Porto", text=text)
+
+
+def bundle(i: int) -> Bundle:
+    return Bundle(index=i, title=f"Trip {i}", destination="Porto", nights=3, estimated_cost=2500)
+
+
+@pytest.fixture(params=["resp", "rest"])
+async def transport(
+    request: pytest.FixtureRequest, redis_url: str, rest_gateway
+) -> AsyncIterator[Transport]:  # type: ignore[no-untyped-def]
+    t: Transport
+    if request.param == "resp":
+        t = RespTransport(redis_url, timeout=3)
+    else:
+        t = RestTransport(rest_gateway.url, rest_gateway.token, timeout=3)
+    yield t
+    await t.aclose()
+
+
+@pytest.fixture
+def raw(redis_url: str) -> Iterator[redis.Redis]:
+    """Direct access to inspect what the store left in Redis."""
+    client = redis.Redis.from_url(redis_url)
+    yield client
+    client.close()
+
+
+@pytest.fixture
+async def store(transport: Transport) -> SessionStore:
+    # A prefix of its own keeps each test's keys apart without flushing the database.
+    return SessionStore(transport, ttl=TTL, prefix=f"t{uuid.uuid4().hex[:12]}")
+
+
+def count(store: SessionStore) -> dict[str, int]:
+    return dict(store.transport.counter.by_name)
+
+
+async def test_full_lifecycle(store: SessionStore) -> None:
+    created = await store.create(PREFS)
+    sid = created.session_id
+    polled = await store.get(sid)
+    assert polled.status is Status.QUEUED and polled.preferences == PREFS
+    s = await store.mark_running(polled)
+    for i in range(3):
+        s = await store.add_summary(s, summary(i))
+        seen = await store.get(sid)
+        assert [x.index for x in seen.summaries] == list(range(i + 1))
+        assert seen.progress.done == i + 1
+    s = await store.complete(s, [bundle(2), bundle(0), bundle(1)])
+    final = await store.get(sid)
+    assert final.status is Status.COMPLETED and final == s
+    assert [b.index for b in final.bundles] == [0, 1, 2]
+    assert final.started_at and final.first_summary_at and final.completed_at
+
+
+async def test_every_key_has_a_ttl_within_the_configured_one(
+    store: SessionStore, raw: redis.Redis
+) -> None:
+    for _ in range(3):
+        s = await store.create(PREFS)
+        s = await store.add_summary(await store.mark_running(s), summary(0))
+        await store.complete(s, [bundle(0)])
+    failed = await store.create(PREFS)
+    await store.fail(failed.session_id, "model said no")
+    found = list(raw.scan_iter(match=keys.pattern(store.prefix)))
+    assert len(found) == 4
+    for key in found:
+        ttl = raw.ttl(key)
+        assert 0 < ttl <= TTL, (key, ttl)
+
+
+async def test_summary_writes_are_idempotent(store: SessionStore) -> None:
+    s = await store.mark_running(await store.create(PREFS))
+    s1 = await store.add_summary(s, summary(2))
+    # A retried step writes the same summary again from the state it started with.
+    await store.add_summary(s, summary(2))
+    await store.add_summary(s1, summary(2, "second attempt"))
+    got = await store.get(s.session_id)
+    assert [x.index for x in got.summaries] == [2]
+    assert got.summaries[0].text == "second attempt"
+
+
+async def test_each_operation_costs_one_command(store: SessionStore) -> None:
+    s = await store.create(PREFS)
+    assert count(store) == {"SET": 1}
+    store.transport.counter.reset()
+    await store.get(s.session_id)
+    assert count(store) == {"GET": 1}
+    store.transport.counter.reset()
+    s = await store.mark_running(s)
+    assert count(store) == {"SET": 1}
+    store.transport.counter.reset()
+    s = await store.add_summary(s, summary(0))
+    assert count(store) == {"SET": 1}
+    store.transport.counter.reset()
+    s = await store.complete(s, [bundle(0)])
+    assert count(store) == {"SET": 1}
+    other = await store.create(PREFS)
+    store.transport.counter.reset()
+    await store.fail(other, "boom")
+    assert count(store) == {"SET": 1}
+    third = await store.create(PREFS)
+    store.transport.counter.reset()
+    await store.fail(third.session_id, "boom")  # an on_failure handler knows only the id
+    assert count(store) == {"GET": 1, "SET": 1}
+
+
+async def test_a_write_never_resurrects_a_session(store: SessionStore, raw: redis.Redis) -> None:
+    s = await store.create(PREFS)
+    raw.delete(store.key(s.session_id))  # as if its TTL ran out
+    with pytest.raises(SessionNotFound, match="no longer exists"):
+        await store.add_summary(s, summary(0))
+    with pytest.raises(SessionNotFound):
+        await store.complete(s, [bundle(0)])
+    assert raw.exists(store.key(s.session_id)) == 0
+    with pytest.raises(SessionNotFound, match="Upstash Redis credentials"):
+        await store.get(s.session_id)
+
+
+async def test_ttl_is_refreshed_on_write(store: SessionStore, raw: redis.Redis) -> None:
+    s = await store.create(PREFS)
+    key = store.key(s.session_id)
+    raw.expire(key, 5)
+    await store.mark_running(s)
+    assert raw.ttl(key) > TTL - 10
+
+
+@pytest.mark.parametrize("bad", ["*", "../x", "a" * 5000, "tripkit:session:*", "ABCDEF" * 6])
+async def test_bad_session_ids_never_reach_redis(store: SessionStore, bad: str) -> None:
+    with pytest.raises(InvalidSessionId):
+        await store.get(bad)
+    with pytest.raises(InvalidSessionId):
+        await store.fail(bad, "x")
+    assert store.transport.counter.total == 0
+
+
+@pytest.mark.parametrize("kind", ["resp", "rest"])
+async def test_redis_stopped_mid_test_gives_a_typed_error_without_hanging(kind: str) -> None:
+    timeout = 1.0
+    with EmbeddedRedis() as server, BackgroundGateway(server.url, "gw-token") as gateway:
+        t: Transport = (
+            RespTransport(server.url, timeout=timeout)
+            if kind == "resp"
+            else RestTransport(gateway.url, gateway.token, timeout=timeout)
+        )
+        store = SessionStore(t, ttl=TTL)
+        s = await store.create(PREFS)
+        server.stop()
+        for operation in (
+            lambda: store.get(s.session_id),
+            lambda: store.add_summary(s, summary(0)),
+        ):
+            started = time.monotonic()
+            with pytest.raises((RedisUnavailable, RedisTimeout)) as info:
+                await operation()
+            # two attempts at most (reads and idempotent writes retry once), each bounded
+            assert time.monotonic() - started < 2 * timeout + 1
+            assert "paused" in str(info.value) or "in time" in str(info.value)
+        await t.aclose()

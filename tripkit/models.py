@@ -1,0 +1,166 @@
+"""The data tripkit moves around: onboarding preferences, sessions, summaries, bundles.
+
+These are the edge models (HTTP bodies, events, what Redis holds). On the wire they use
+the original API's camelCase (``sessionId``); in Python they are snake_case.
+"""
+
+from __future__ import annotations
+
+import re
+from datetime import UTC, date, datetime
+from enum import StrEnum
+from typing import Annotated, Literal
+
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    StringConstraints,
+    model_validator,
+)
+from pydantic.alias_generators import to_camel
+
+MAX_TRIP_DAYS = 60
+MAX_BUNDLES = 10
+DEFAULT_BUNDLES = 3
+
+Pace = Literal["relaxed", "balanced", "packed"]
+SessionStatus = Literal["queued", "running", "completed", "failed"]
+
+
+class Status(StrEnum):
+    """The four states of a session; ``completed`` and ``failed`` are final."""
+
+    QUEUED = "queued"
+    RUNNING = "running"
+    COMPLETED = "completed"
+    FAILED = "failed"
+
+
+FINAL_STATUSES = frozenset({Status.COMPLETED, Status.FAILED})
+
+_CURRENCY = re.compile(r"^[A-Z]{3}$")
+
+
+def _currency(value: str) -> str:
+    value = value.strip().upper()
+    if not _CURRENCY.match(value):
+        raise ValueError("currency must be a 3-letter ISO 4217 code such as EUR or USD")
+    return value
+
+
+ShortText = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=60)]
+Currency = Annotated[str, AfterValidator(_currency)]
+
+
+def utcnow() -> datetime:
+    """Timestamps are timezone-aware UTC, so they compare and serialize unambiguously."""
+    return datetime.now(UTC)
+
+
+class WireModel(BaseModel):
+    """camelCase on the wire, snake_case in Python, unknown fields rejected."""
+
+    model_config = ConfigDict(
+        alias_generator=to_camel,
+        populate_by_name=True,
+        extra="forbid",
+        frozen=True,
+    )
+
+
+class Preferences(WireModel):
+    """What a traveller enters during onboarding, before "Generate Bundles"."""
+
+    interests: list[ShortText] = Field(min_length=1, max_length=10)
+    start_date: date | None = None
+    end_date: date | None = None
+    trip_length_days: int | None = Field(default=None, ge=1, le=MAX_TRIP_DAYS)
+    budget: float = Field(gt=0, le=1_000_000, description="Total budget for the whole party.")
+    currency: Currency = "EUR"
+    travellers: int = Field(default=1, ge=1, le=20)
+    pace: Pace = "balanced"
+    notes: str = Field(default="", max_length=1000)
+    bundle_count: int = Field(default=DEFAULT_BUNDLES, ge=1, le=MAX_BUNDLES)
+
+    @model_validator(mode="after")
+    def _dates_or_length(self) -> Preferences:
+        if (self.start_date is None) != (self.end_date is None):
+            raise ValueError("give both startDate and endDate, or neither")
+        if self.start_date is not None and self.end_date is not None:
+            days = (self.end_date - self.start_date).days + 1
+            if days < 1:
+                raise ValueError("endDate must be on or after startDate")
+            if days > MAX_TRIP_DAYS:
+                raise ValueError(f"a trip can last at most {MAX_TRIP_DAYS} days")
+            if self.trip_length_days is not None and self.trip_length_days != days:
+                raise ValueError("tripLengthDays does not match startDate..endDate")
+        elif self.trip_length_days is None:
+            raise ValueError("give startDate and endDate, or tripLengthDays")
+        return self
+
+    @property
+    def days(self) -> int:
+        """The trip length in days, whichever way it was given."""
+        if self.start_date is not None and self.end_date is not None:
+            return (self.end_date - self.start_date).days + 1
+        assert self.trip_length_days is not None  # guaranteed by the validator
+        return self.trip_length_days
+
+
+class Summary(WireModel):
+    """The short pitch of one bundle; written into the session as soon as it is complete."""
+
+    index: int = Field(ge=0, lt=MAX_BUNDLES)
+    title: str = Field(min_length=1, max_length=200)
+    destination: str = Field(min_length=1, max_length=200)
+    text: str = Field(min_length=1, max_length=4000)
+
+
+class ItineraryDay(WireModel):
+    day: int = Field(ge=1, le=MAX_TRIP_DAYS)
+    title: str = Field(min_length=1, max_length=200)
+    activities: list[str] = Field(default_factory=list, max_length=20)
+
+
+class Bundle(WireModel):
+    """One complete trip proposal."""
+
+    index: int = Field(ge=0, lt=MAX_BUNDLES)
+    title: str = Field(min_length=1, max_length=200)
+    destination: str = Field(min_length=1, max_length=200)
+    country: str = Field(default="", max_length=100)
+    nights: int = Field(ge=0, le=MAX_TRIP_DAYS)
+    estimated_cost: float = Field(ge=0)
+    currency: Currency = "EUR"
+    highlights: list[str] = Field(default_factory=list, max_length=20)
+    itinerary: list[ItineraryDay] = Field(default_factory=list, max_length=MAX_TRIP_DAYS)
+
+
+class Progress(WireModel):
+    """How far the generation is: summaries written out of bundles requested."""
+
+    done: int = Field(default=0, ge=0)
+    total: int = Field(ge=1, le=MAX_BUNDLES)
+
+
+class Session(WireModel):
+    """Everything a poller sees. Stored in Redis as one JSON document."""
+
+    session_id: str
+    status: Status = Status.QUEUED
+    preferences: Preferences
+    summaries: list[Summary] = Field(default_factory=list)
+    bundles: list[Bundle] = Field(default_factory=list)
+    error: str | None = None
+    progress: Progress
+    created_at: datetime
+    updated_at: datetime
+    started_at: datetime | None = None
+    first_summary_at: datetime | None = None
+    completed_at: datetime | None = None
+
+    @property
+    def is_final(self) -> bool:
+        return self.status in FINAL_STATUSES

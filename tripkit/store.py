@@ -1,0 +1,113 @@
+"""The session store: each operation is one Redis command.
+
+Layout: one string key per session (see :mod:`tripkit.keys`) holding the whole session
+as JSON. That choice is what makes every operation a single command, which Upstash
+bills as one:
+
+- ``create``: ``SET key doc NX EX ttl``  (never overwrites an existing id)
+- ``get`` (a poll): ``GET key``
+- each write: ``SET key doc XX EX ttl``  (only if the session still exists, so an
+  expired or unknown session is never resurrected; the TTL is refreshed on every write)
+
+Writes replace the document the writer computed from the session it last saw, so a
+session has one writer at a time: the generation run (its steps run one after the
+other). Retried writes are idempotent because the transitions in
+:mod:`tripkit.sessions` are: writing summary #3 twice leaves one summary #3.
+A Lua script could check-and-modify in one round trip, but Upstash bills a script as
+one command plus each ``redis.call`` inside it, so it would cost 3 per write.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+from tripkit import keys, sessions
+from tripkit.config import Settings
+from tripkit.errors import SessionNotFound, StoreError
+from tripkit.models import Bundle, Preferences, Session, Status, Summary
+from tripkit.transport import Transport, connect
+
+
+class SessionStore:
+    """Create, read and advance sessions in Redis."""
+
+    def __init__(self, transport: Transport, *, ttl: int = 3600, prefix: str = "tripkit") -> None:
+        self.transport = transport
+        self.ttl = ttl
+        self.prefix = prefix
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> SessionStore:
+        return cls(connect(settings), ttl=settings.session_ttl, prefix=settings.key_prefix)
+
+    async def __aenter__(self) -> SessionStore:
+        return self
+
+    async def __aexit__(self, *_: object) -> None:
+        await self.aclose()
+
+    async def aclose(self) -> None:
+        await self.transport.aclose()
+
+    def key(self, session_id: str) -> str:
+        return keys.session_key(self.prefix, session_id)
+
+    async def create(self, preferences: Preferences) -> Session:
+        """A new ``queued`` session with a fresh id, alive for ``ttl`` seconds."""
+        session = sessions.new(keys.new_session_id(), preferences)
+        reply = await self.transport.execute(
+            "SET", self.key(session.session_id), sessions.encode(session), "NX", "EX", self.ttl
+        )
+        if reply is None:  # 128 random bits collided: practically impossible
+            raise StoreError("A session id collided with an existing one; please retry.")
+        return session
+
+    async def get(self, session_id: str) -> Session:
+        """The session as last written; raises :class:`SessionNotFound`."""
+        raw = await self.transport.execute("GET", self.key(session_id), retry_safe=True)
+        if raw is None:
+            raise SessionNotFound(f"Session {session_id} not found.")
+        if not isinstance(raw, bytes):
+            raise StoreError("GET returned a non-string reply.")
+        return sessions.decode(raw)
+
+    async def get_or_none(self, session_id: str) -> Session | None:
+        try:
+            return await self.get(session_id)
+        except SessionNotFound:
+            return None
+
+    async def _replace(self, session: Session) -> Session:
+        # Writing the same document again is harmless, so a lost reply may be retried.
+        reply = await self.transport.execute(
+            "SET",
+            self.key(session.session_id),
+            sessions.encode(session),
+            "XX",
+            "EX",
+            self.ttl,
+            retry_safe=True,
+        )
+        if reply is None:
+            raise SessionNotFound(
+                f"Session {session.session_id} no longer exists (expired or unknown); "
+                "the write was not applied."
+            )
+        return session
+
+    async def mark_running(self, session: Session) -> Session:
+        return await self._replace(sessions.start(session))
+
+    async def add_summary(self, session: Session, summary: Summary) -> Session:
+        return await self._replace(sessions.add_summary(session, summary))
+
+    async def complete(self, session: Session, bundles: Iterable[Bundle]) -> Session:
+        return await self._replace(sessions.complete(session, bundles))
+
+    async def fail(self, session: Session | str, error: str) -> Session:
+        """Mark failed. Given only an id (an ``on_failure`` handler has no session at
+        hand) it reads first: 2 commands, on a path that runs once per failed run."""
+        current = await self.get(session) if isinstance(session, str) else session
+        if current.status == Status.COMPLETED:
+            return current
+        return await self._replace(sessions.fail(current, error))

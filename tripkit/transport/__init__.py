@@ -1,0 +1,99 @@
+"""How tripkit talks to Redis: one small interface, two transports.
+
+- :mod:`tripkit.transport.resp`: RESP over TCP/TLS via redis-py (``REDIS_URL``: a local
+  Redis, Upstash over ``rediss://``, any Redis or Valkey);
+- :mod:`tripkit.transport.rest`: Upstash's REST protocol over HTTPS
+  (``UPSTASH_REDIS_REST_URL`` + ``UPSTASH_REDIS_REST_TOKEN``).
+
+Both return the same reply shapes (strings as ``bytes``, integers, ``None``, lists), raise
+the same typed errors, and count every command they send, by name, so the cost of an
+operation can be stated in Redis commands (what Upstash bills).
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from typing import Protocol, TypeAlias
+
+from tripkit.config import Settings
+from tripkit.errors import CommandError, QuotaExceeded, RedisAuthError, StoreError
+
+Arg = str | bytes | int | float
+Reply: TypeAlias = "bytes | int | list[Reply] | None"
+
+#: Commands Upstash does not bill (from Upstash's pricing docs).
+FREE_COMMANDS = frozenset(
+    {"PING", "INFO", "AUTH", "HELLO", "SELECT", "COMMAND", "CONFIG", "RESET", "QUIT"}
+)
+
+
+class CommandCounter:
+    """Counts the commands a transport sent, by upper-case command name."""
+
+    def __init__(self) -> None:
+        self.by_name: Counter[str] = Counter()
+
+    def add(self, name: str, n: int = 1) -> None:
+        self.by_name[name.upper()] += n
+
+    @property
+    def total(self) -> int:
+        return sum(self.by_name.values())
+
+    @property
+    def billable(self) -> int:
+        """Commands Upstash would bill (each command in a pipeline counts on its own)."""
+        return sum(n for name, n in self.by_name.items() if name not in FREE_COMMANDS)
+
+    def snapshot(self) -> Counter[str]:
+        return Counter(self.by_name)
+
+    def since(self, snapshot: Counter[str]) -> Counter[str]:
+        """The commands sent after ``snapshot`` was taken."""
+        return self.by_name - snapshot
+
+    def reset(self) -> None:
+        self.by_name.clear()
+
+
+class Transport(Protocol):
+    """What the session store needs from a Redis connection."""
+
+    name: str
+    counter: CommandCounter
+
+    async def execute(self, *args: Arg, retry_safe: bool = False) -> Reply:
+        """Send one command. ``retry_safe``: the caller knows a repeat is harmless, so
+        one connection-level failure may be retried; otherwise nothing is retried."""
+        ...
+
+    async def pipeline(self, *commands: list[Arg]) -> list[Reply | CommandError]:
+        """Send several commands in one round trip (not atomic). A failing command gives
+        a :class:`CommandError` in its place; the other results are kept."""
+        ...
+
+    async def aclose(self) -> None: ...
+
+
+def error_from_reply(message: str) -> StoreError:
+    """Turn a Redis/Upstash error message into the typed error a user can act on."""
+    upper = message.upper()
+    if upper.startswith("WRONGPASS") or upper.startswith("NOAUTH") or "INVALID PASSWORD" in upper:
+        return RedisAuthError("Redis refused the credentials (WRONGPASS).")
+    if "MAX DAILY REQUEST LIMIT EXCEEDED" in upper:
+        return QuotaExceeded("Upstash's daily request limit is exceeded.")
+    if "MAX REQUESTS LIMIT EXCEEDED" in upper or "MAX REQUEST LIMIT EXCEEDED" in upper:
+        return QuotaExceeded("Upstash's request limit is exceeded.")
+    # Redis error text is about the command, never the credentials, so it is safe to show.
+    return CommandError(f"Redis rejected a command: {message[:300]}")
+
+
+def connect(settings: Settings) -> Transport:
+    """The transport the settings ask for (see :attr:`Settings.redis_transport_name`)."""
+    if settings.redis_transport_name == "resp":
+        from tripkit.transport.resp import RespTransport
+
+        return RespTransport.from_settings(settings)
+    from tripkit.transport.rest import RestTransport
+
+    return RestTransport.from_settings(settings)

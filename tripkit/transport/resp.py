@@ -1,0 +1,112 @@
+"""RESP over TCP or TLS, through redis-py's asyncio client.
+
+redis-py is configured so that it never retries by itself (its default retries any
+command, writes included, up to three times); tripkit retries only commands the caller
+marks ``retry_safe``, once. Response callbacks are switched off so replies have the same
+shapes as on the REST transport.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import redis.asyncio as aioredis
+import redis.exceptions as rexc
+from redis.asyncio.retry import Retry
+from redis.backoff import NoBackoff
+
+from tripkit.config import Settings, mask_url
+from tripkit.errors import CommandError, ConfigError, RedisTimeout, RedisUnavailable, StoreError
+from tripkit.transport import Arg, CommandCounter, Reply, error_from_reply
+
+
+def _normalize(value: Any) -> Reply:
+    if isinstance(value, list | tuple):
+        return [_normalize(v) for v in value]
+    if isinstance(value, bool):  # defensive: callbacks are off, but never leak bools
+        return int(value)
+    if isinstance(value, str):
+        return value.encode()
+    if isinstance(value, bytes | int) or value is None:
+        return value
+    if isinstance(value, rexc.ResponseError):
+        raise error_from_reply(str(value))
+    raise StoreError(f"Unexpected reply type from Redis: {type(value).__name__}")
+
+
+class RespTransport:
+    """One connection pool to one Redis, over ``redis://``, ``rediss://`` or ``unix://``."""
+
+    name = "resp"
+
+    def __init__(self, url: str, *, timeout: float = 5.0) -> None:
+        self.counter = CommandCounter()
+        self._where = mask_url(url)
+        try:
+            self._client = aioredis.Redis.from_url(
+                url,
+                socket_timeout=timeout,
+                socket_connect_timeout=timeout,
+                retry=Retry(NoBackoff(), 0),
+                retry_on_error=[],
+                decode_responses=False,
+                protocol=2,
+            )
+        except ValueError as exc:  # bad URL shape, detected by redis-py
+            raise ConfigError(f"REDIS_URL is malformed: {exc}.") from None
+        self._client.response_callbacks.clear()
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> RespTransport:
+        if settings.redis_url is None:
+            raise ConfigError("REDIS_URL is not set.", remedy="Set it, or use the REST transport.")
+        return cls(settings.redis_url.get_secret_value(), timeout=settings.redis_timeout)
+
+    def _translate(self, exc: Exception) -> StoreError:
+        if isinstance(exc, rexc.AuthenticationError | rexc.AuthorizationError):
+            return error_from_reply("WRONGPASS")
+        if isinstance(exc, rexc.TimeoutError):
+            return RedisTimeout(f"Redis at {self._where} did not answer in time.")
+        if isinstance(exc, rexc.ConnectionError):
+            return RedisUnavailable(f"Cannot reach Redis at {self._where}: {str(exc).rstrip('.')}.")
+        if isinstance(exc, rexc.ResponseError):
+            return error_from_reply(str(exc))
+        return StoreError(f"Redis at {self._where} failed: {str(exc).rstrip('.')}.")
+
+    async def execute(self, *args: Arg, retry_safe: bool = False) -> Reply:
+        attempts = 2 if retry_safe else 1
+        for attempt in range(attempts):
+            self.counter.add(str(args[0]))
+            try:
+                return _normalize(await self._client.execute_command(*args))  # type: ignore[no-untyped-call]
+            except (rexc.ConnectionError, rexc.TimeoutError) as exc:
+                if attempt + 1 < attempts:
+                    continue
+                raise self._translate(exc) from None
+            except rexc.RedisError as exc:
+                raise self._translate(exc) from None
+        raise AssertionError("unreachable")
+
+    async def pipeline(self, *commands: list[Arg]) -> list[Reply | CommandError]:
+        for command in commands:
+            self.counter.add(str(command[0]))
+        pipe = self._client.pipeline(transaction=False)
+        for command in commands:
+            pipe.execute_command(*command)
+        try:
+            raw = await pipe.execute(raise_on_error=False)
+        except rexc.RedisError as exc:
+            raise self._translate(exc) from None
+        out: list[Reply | CommandError] = []
+        for item in raw:
+            if isinstance(item, rexc.ResponseError):
+                err = error_from_reply(str(item))
+                if not isinstance(err, CommandError):
+                    raise err
+                out.append(err)
+            else:
+                out.append(_normalize(item))
+        return out
+
+    async def aclose(self) -> None:
+        await self._client.aclose()
