@@ -1,0 +1,45 @@
+"""Shared fixtures: one real Redis and one REST gateway for the whole session.
+
+No fakes: tests talk to a real redis-server (see tripkit.devstack.redis_server) and to
+the Upstash-compatible gateway over real HTTP.
+"""
+
+from __future__ import annotations
+
+import secrets
+from collections.abc import Iterator
+
+import pytest
+import redis
+
+from tripkit.devstack.redis_server import EmbeddedRedis
+from tripkit.devstack.rest_gateway import BackgroundGateway
+
+
+@pytest.fixture(scope="session")
+def redis_server() -> Iterator[EmbeddedRedis]:
+    """An embedded redis-server, started once (from the main thread) and stopped at the end."""
+    with EmbeddedRedis() as server:
+        yield server
+
+
+@pytest.fixture(scope="session")
+def redis_url(redis_server: EmbeddedRedis) -> str:
+    """``redis://127.0.0.1:PORT/0`` of the session's server."""
+    return redis_server.url
+
+
+@pytest.fixture(scope="session")
+def rest_gateway(redis_url: str) -> Iterator[BackgroundGateway]:
+    """The Upstash-REST gateway on a free port, in a background thread: ``.url``, ``.token``."""
+    with BackgroundGateway(redis_url, secrets.token_urlsafe(24)) as gateway:
+        yield gateway
+
+
+@pytest.fixture
+def flush_redis(redis_url: str) -> Iterator[redis.Redis]:
+    """FLUSHALL before the test; yields a sync redis-py client on the session's server."""
+    client = redis.Redis.from_url(redis_url)
+    client.flushall()
+    yield client
+    client.close()

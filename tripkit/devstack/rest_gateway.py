@@ -1,0 +1,487 @@
+"""An Upstash-REST-compatible HTTP gateway in front of a real Redis, for offline work.
+
+Upstash recommends SRH (a Docker image) as the local stand-in for
+``UPSTASH_REDIS_REST_URL``; Docker does not run everywhere, so this is ours: a small
+Starlette app that checks the bearer token, forwards commands over RESP (see
+:mod:`tripkit.devstack.resp`) and shapes the answers the way Upstash does, including
+``/pipeline``, ``/multi-exec`` and ``Upstash-Encoding: base64``.
+
+Run it alone with ``python -m tripkit.devstack.rest_gateway --port 8079 --redis-url URL``
+(the token comes from ``--token`` or ``UPSTASH_REDIS_REST_TOKEN``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import base64
+import contextlib
+import hmac
+import itertools
+import json
+import logging
+import os
+import sys
+import threading
+import time
+from collections.abc import AsyncIterator, Sequence
+from types import TracebackType
+from typing import Any, TypeAlias
+from urllib.parse import unquote_to_bytes
+
+import uvicorn
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
+from starlette.types import Receive, Scope, Send
+
+from tripkit.devstack.resp import ErrorReply, Reply, RespPool, SimpleString
+from tripkit.errors import ConfigError, StoreError, TripkitError
+
+log = logging.getLogger(__name__)
+
+MAX_REQUEST_BYTES = 10 * 1024 * 1024
+TOKEN_ENV = "UPSTASH_REDIS_REST_TOKEN"
+AUTH_ERROR = "WRONGPASS invalid or missing auth token"
+SYNC_TOKEN_HEADER = "upstash-sync-token"
+_ALLOWED_METHODS = frozenset({"HEAD", "GET", "POST", "PUT"})
+
+Json: TypeAlias = "str | int | list[Json] | dict[str, Json] | None"
+Command: TypeAlias = list[bytes]
+
+# Commands that would block a pooled connection, stream forever, or change the state of
+# a connection that the next request reuses. Upstash rejects these over REST too.
+_BLOCKING = frozenset(
+    {
+        "BLPOP",
+        "BRPOP",
+        "BRPOPLPUSH",
+        "BLMOVE",
+        "BLMPOP",
+        "BZPOPMIN",
+        "BZPOPMAX",
+        "BZMPOP",
+        "WAIT",
+        "WAITAOF",
+    }
+)
+_TRANSACTION = frozenset({"MULTI", "EXEC", "DISCARD", "WATCH", "UNWATCH"})
+_UNSUPPORTED = frozenset(
+    {
+        "SUBSCRIBE",
+        "PSUBSCRIBE",
+        "SSUBSCRIBE",
+        "UNSUBSCRIBE",
+        "PUNSUBSCRIBE",
+        "SUNSUBSCRIBE",
+        "MONITOR",
+        "SYNC",
+        "PSYNC",
+        "AUTH",
+        "HELLO",
+        "SELECT",
+        "QUIT",
+        "RESET",
+    }
+)
+
+
+class _HttpError(Exception):
+    """Ends a request with ``{"error": message}`` and the given status."""
+
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+        self.message = message
+
+
+def unsupported_reason(command: Sequence[bytes]) -> str | None:
+    """Why the gateway refuses this command, or None if it may go to Redis."""
+    name = command[0].decode("utf-8", "replace").upper()
+    if name in _BLOCKING:
+        return f"ERR blocking command {name} is not supported over REST"
+    if name in ("XREAD", "XREADGROUP"):
+        for arg in command[1:]:
+            word = arg.upper()
+            if word == b"STREAMS":
+                break
+            if word == b"BLOCK":
+                return f"ERR blocking {name} (with BLOCK) is not supported over REST"
+    if name in _TRANSACTION:
+        return f"ERR {name} is not supported over REST; send the commands to /multi-exec"
+    if name in _UNSUPPORTED:
+        return f"ERR {name} is not supported over REST"
+    if name == "CLIENT" and len(command) > 1 and command[1].upper() == b"REPLY":
+        return "ERR CLIENT REPLY is not supported over REST"
+    return None
+
+
+def to_json(reply: Reply, *, b64: bool) -> Json:
+    """Shape a reply like Upstash: base64 strings except the status ``OK`` when asked."""
+    if isinstance(reply, ErrorReply):
+        return str(reply)  # only reached for errors nested in a result; plain text
+    if isinstance(reply, SimpleString):
+        if b64 and reply != "OK":
+            return base64.b64encode(reply.encode("utf-8")).decode("ascii")
+        return str(reply)
+    if isinstance(reply, bytes):
+        if b64:
+            return base64.b64encode(reply).decode("ascii")
+        return reply.decode("utf-8", "replace")
+    if isinstance(reply, list):
+        return [to_json(item, b64=b64) for item in reply]
+    return reply
+
+
+def _item(reply: Reply, *, b64: bool) -> dict[str, Json]:
+    if isinstance(reply, ErrorReply):
+        return {"error": str(reply)}
+    return {"result": to_json(reply, b64=b64)}
+
+
+def _parse_command(value: Any, where: str) -> Command:
+    if not isinstance(value, list):
+        raise _HttpError(400, f"ERR {where}: expected a JSON array of strings and numbers")
+    if not value:
+        raise _HttpError(400, f"ERR {where}: empty command")
+    command: Command = []
+    for arg in value:
+        if isinstance(arg, str):
+            command.append(arg.encode("utf-8"))
+        elif isinstance(arg, int) and not isinstance(arg, bool):
+            command.append(str(arg).encode("ascii"))
+        elif isinstance(arg, _Number):
+            command.append(arg.text.encode("ascii"))
+        else:
+            kind = {bool: "a boolean", list: "an array", dict: "an object"}.get(type(arg), "null")
+            raise _HttpError(400, f"ERR {where}: arguments must be strings or numbers, not {kind}")
+    return command
+
+
+class _Number:
+    """A JSON float kept as its decimal text, so ``1e2`` reaches Redis as written."""
+
+    __slots__ = ("text",)
+
+    def __init__(self, text: str) -> None:
+        self.text = text
+
+
+def _no_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not valid JSON")
+
+
+def _load_json(body: bytes) -> Any:
+    try:
+        return json.loads(body, parse_float=_Number, parse_constant=_no_constant)
+    except (ValueError, RecursionError) as exc:
+        raise _HttpError(400, f"ERR failed to parse the request body as JSON: {exc}") from None
+
+
+def _check_token(request: Request, token: bytes) -> bool:
+    """Header or ``?_token=``; compared in constant time."""
+    candidates = []
+    header = request.headers.get("authorization", "")
+    scheme, _, value = header.partition(" ")
+    if scheme.lower() == "bearer":
+        candidates.append(value.strip())
+    if "_token" in request.query_params:
+        candidates.append(request.query_params["_token"])
+    ok = False
+    for candidate in candidates:
+        ok |= hmac.compare_digest(candidate.encode("utf-8"), token)
+    return ok
+
+
+async def _read_body(request: Request, limit: int) -> bytes:
+    too_large = _HttpError(400, f"ERR max request size exceeded. Limit: {limit} bytes")
+    declared = request.headers.get("content-length", "")
+    if declared.isdigit() and int(declared) > limit:
+        raise too_large
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            raise too_large
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+class _Gateway:
+    """The request handler; holds the pool and the sync-token counter."""
+
+    def __init__(self, redis_url: str, token: str, *, max_request_bytes: int) -> None:
+        if not token:
+            raise ConfigError(
+                f"The REST gateway needs a token ({TOKEN_ENV}).",
+                remedy=f"Set {TOKEN_ENV} to any secret string and use the same one in clients.",
+            )
+        self._redis_url = redis_url
+        self._token = token.encode("utf-8")
+        self._max = max_request_bytes
+        self._pool: RespPool | None = None
+        RespPool.from_url(redis_url)  # fail fast on a malformed URL
+        # Opaque and increasing across restarts: start from the clock.
+        self._sync = itertools.count(time.time_ns())
+
+    @property
+    def pool(self) -> RespPool:
+        # Created on first use, inside the server's event loop.
+        if self._pool is None:
+            self._pool = RespPool.from_url(self._redis_url)
+        return self._pool
+
+    async def aclose(self) -> None:
+        if self._pool is not None:
+            await self._pool.aclose()
+            self._pool = None
+
+    def respond(self, status: int, content: Json) -> Response:
+        return JSONResponse(
+            content, status_code=status, headers={SYNC_TOKEN_HEADER: str(next(self._sync))}
+        )
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """A raw ASGI app, so Starlette's router does not answer 405 in plain text."""
+        response = await self.endpoint(Request(scope, receive))
+        await response(scope, receive, send)
+
+    async def endpoint(self, request: Request) -> Response:
+        """Every response, errors included, is JSON and carries a sync token."""
+        try:
+            return await self._handle(request)
+        except _HttpError as err:
+            return self.respond(err.status, {"error": err.message})
+        except TripkitError as err:
+            # Redis unreachable, timed out, refused our password, protocol trouble.
+            return self.respond(500, {"error": f"ERR {err.message}"})
+        except Exception as exc:
+            log.exception("REST gateway: unexpected error")
+            return self.respond(500, {"error": f"ERR internal gateway error: {exc}"})
+
+    async def _handle(self, request: Request) -> Response:
+        if request.method not in _ALLOWED_METHODS:
+            raise _HttpError(405, f"ERR method {request.method} not allowed")
+        if not _check_token(request, self._token):
+            raise _HttpError(401, AUTH_ERROR)
+        b64 = request.headers.get("upstash-encoding", "").strip().lower() == "base64"
+        raw_path: bytes = request.scope.get("raw_path") or request.url.path.encode()
+        segments = [unquote_to_bytes(s) for s in raw_path.split(b"?", 1)[0].split(b"/") if s]
+        body = await _read_body(request, self._max)
+
+        if segments in ([b"pipeline"], [b"multi-exec"]):
+            if request.method not in ("POST", "PUT"):
+                raise _HttpError(405, f"ERR use POST for /{segments[0].decode()}")
+            commands = self._parse_batch(body)
+            if segments == [b"pipeline"]:
+                return self.respond(200, await self._pipeline(commands, b64=b64))
+            return await self._multi_exec(commands, b64=b64)
+
+        if segments:
+            command: Command = segments
+            if body and request.method in ("POST", "PUT"):
+                command.append(body)  # path style with the value in the body
+        else:
+            if not body.strip():
+                raise _HttpError(400, 'ERR empty command: POST a JSON array such as ["PING"]')
+            command = _parse_command(_load_json(body), "command")
+        reason = unsupported_reason(command)
+        if reason is not None:
+            raise _HttpError(400, reason)
+        reply = await self.pool.execute(*command)
+        if isinstance(reply, ErrorReply):
+            raise _HttpError(400, str(reply))
+        return self.respond(200, {"result": to_json(reply, b64=b64)})
+
+    def _parse_batch(self, body: bytes) -> list[Command]:
+        value = _load_json(body)
+        if not isinstance(value, list) or not value:
+            raise _HttpError(400, "ERR expected a non-empty JSON array of commands (arrays)")
+        return [_parse_command(cmd, f"command {i + 1}") for i, cmd in enumerate(value)]
+
+    async def _pipeline(self, commands: list[Command], *, b64: bool) -> list[Json]:
+        """Not atomic: every command runs, each gets its own result or error."""
+        results: list[Json] = [None] * len(commands)
+        to_send: list[tuple[int, Command]] = []
+        for i, command in enumerate(commands):
+            reason = unsupported_reason(command)
+            if reason is not None:
+                results[i] = {"error": reason}
+            else:
+                to_send.append((i, command))
+        if to_send:
+            replies = await self.pool.execute_many([cmd for _, cmd in to_send])
+            for (i, _), reply in zip(to_send, replies, strict=True):
+                results[i] = _item(reply, b64=b64)
+        return results
+
+    async def _multi_exec(self, commands: list[Command], *, b64: bool) -> Response:
+        """MULTI, the commands, EXEC on one connection; queue-time errors abort it all."""
+        for command in commands:
+            reason = unsupported_reason(command)
+            if reason is not None:
+                raise _HttpError(400, f"EXECABORT Transaction discarded: {reason}")
+        async with self.pool.connection() as conn:
+            replies = await conn.execute_many([[b"MULTI"], *commands, [b"EXEC"]])
+        multi, exec_reply = replies[0], replies[-1]
+        if isinstance(multi, ErrorReply):
+            raise _HttpError(400, str(multi))
+        if isinstance(exec_reply, ErrorReply):
+            raise _HttpError(400, str(exec_reply))  # EXECABORT ...: nothing ran
+        if not isinstance(exec_reply, list):
+            raise StoreError(f"unexpected EXEC reply {exec_reply!r}")
+        return self.respond(200, [_item(reply, b64=b64) for reply in exec_reply])
+
+
+def create_app(
+    redis_url: str, token: str, *, max_request_bytes: int = MAX_REQUEST_BYTES
+) -> Starlette:
+    """The ASGI app: Upstash's REST protocol in front of the Redis at ``redis_url``."""
+    gateway = _Gateway(redis_url, token, max_request_bytes=max_request_bytes)
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        yield
+        await gateway.aclose()
+
+    async def on_error(request: Request, exc: Exception) -> Response:
+        return gateway.respond(500, {"error": "ERR internal gateway error"})
+
+    return Starlette(
+        routes=[Route("/{path:path}", gateway)],
+        lifespan=lifespan,
+        exception_handlers={Exception: on_error},
+    )
+
+
+def _uvicorn_config(app: Starlette, host: str, port: int) -> uvicorn.Config:
+    return uvicorn.Config(
+        app, host=host, port=port, log_level="warning", access_log=False, lifespan="on"
+    )
+
+
+def _bound_port(server: uvicorn.Server) -> int:
+    sockets = server.servers[0].sockets
+    port: int = sockets[0].getsockname()[1]
+    return port
+
+
+def run_gateway(host: str, port: int, redis_url: str, token: str) -> None:
+    """Serve until SIGINT/SIGTERM; print ``UPSTASH_REDIS_REST_URL=...`` once listening."""
+    server = uvicorn.Server(_uvicorn_config(create_app(redis_url, token), host, port))
+
+    async def serve() -> None:
+        task = asyncio.create_task(server.serve())
+        while not server.started:
+            if task.done():
+                await task
+                raise SystemExit(1)
+            await asyncio.sleep(0.02)
+        print(f"UPSTASH_REDIS_REST_URL=http://{host}:{_bound_port(server)}", flush=True)
+        await task
+
+    asyncio.run(serve())
+
+
+def _serve_quietly(server: uvicorn.Server) -> None:
+    """uvicorn calls sys.exit() when it cannot bind; start() reports that instead."""
+    with contextlib.suppress(SystemExit):
+        server.run()
+
+
+class BackgroundGateway:
+    """The gateway served by uvicorn in a daemon thread, for tests and notebooks.
+
+    ``with BackgroundGateway(redis_url, token) as gw: httpx.post(gw.url, ...)``
+    """
+
+    def __init__(
+        self, redis_url: str, token: str, *, host: str = "127.0.0.1", port: int = 0
+    ) -> None:
+        self.token = token
+        self.host = host
+        self._requested_port = port
+        self._app = create_app(redis_url, token)
+        self._server: uvicorn.Server | None = None
+        self._thread: threading.Thread | None = None
+        self._port: int | None = None
+
+    @property
+    def url(self) -> str:
+        if self._port is None:
+            raise RuntimeError("the gateway is not started")
+        return f"http://{self.host}:{self._port}"
+
+    def start(self, timeout: float = 10.0) -> BackgroundGateway:
+        """Serve in a daemon thread; return once listening. A no-op if already started."""
+        if self._thread is not None:
+            return self
+        # A fresh uvicorn.Server each time: one cannot be restarted after it exited.
+        server = uvicorn.Server(_uvicorn_config(self._app, self.host, self._requested_port))
+        self._server = server
+        self._thread = threading.Thread(
+            target=_serve_quietly, args=(server,), name="tripkit-rest-gateway", daemon=True
+        )
+        self._thread.start()
+        deadline = time.monotonic() + timeout
+        while not server.started:
+            if not self._thread.is_alive() or time.monotonic() > deadline:
+                self.stop()
+                raise StoreError(
+                    f"The REST gateway did not start on {self.host}:{self._requested_port}.",
+                    remedy="Is the port free? Pass port=0 to pick a free one.",
+                )
+            time.sleep(0.01)
+        self._port = _bound_port(server)
+        return self
+
+    def stop(self, timeout: float = 10.0) -> None:
+        """Graceful uvicorn shutdown (closes the Redis connections); idempotent."""
+        thread, self._thread = self._thread, None
+        if thread is not None and self._server is not None:
+            self._server.should_exit = True
+            thread.join(timeout)
+        self._server = None
+        self._port = None
+
+    def __enter__(self) -> BackgroundGateway:
+        return self.start()
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.stop()
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m tripkit.devstack.rest_gateway",
+        description="Serve Upstash's REST protocol in front of a Redis, on this machine.",
+    )
+    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--port", type=int, default=8079, help="0 picks a free port")
+    parser.add_argument("--redis-url", default=os.environ.get("REDIS_URL", ""))
+    parser.add_argument("--token", default=None, help=f"default: ${TOKEN_ENV}")
+    args = parser.parse_args(argv)
+    token = args.token or os.environ.get(TOKEN_ENV, "")
+    if not args.redis_url:
+        parser.error("--redis-url (or REDIS_URL) is required")
+    if not token:
+        parser.error(f"--token (or {TOKEN_ENV}) is required")
+    try:
+        run_gateway(args.host, args.port, args.redis_url, token)
+    except ConfigError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        pass
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
