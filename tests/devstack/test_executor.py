@@ -1,0 +1,735 @@
+"""The local executor against the REAL inngest SDK, over real HTTP both ways, no mocks.
+
+A sample FastAPI app (executor_sample_app.py) and the executor each run under uvicorn in
+a thread on their own port. Events go in through the SDK's ``client.send``; the tests
+then poll the executor's REST routes, as tripkit's tooling will.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import importlib.util
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from types import ModuleType
+from typing import Any
+
+import httpx
+import inngest
+import pytest
+import uvicorn
+
+from tripkit import signing
+from tripkit.devstack.executor import ExecutorConfig, create_app
+from tripkit.devstack.executor_engine import Engine, parse_when
+from tripkit.devstack.executor_registry import Expression
+from tripkit.errors import ConfigError
+
+pytestmark = pytest.mark.timeout(60)
+
+KEY = "signkey-test-" + "ab12" * 16
+WRONG_KEY = "signkey-test-" + "cd34" * 16
+EVENT_KEY = "test-event-key"
+
+
+def _load_sample() -> ModuleType:
+    path = Path(__file__).with_name("executor_sample_app.py")
+    spec = importlib.util.spec_from_file_location("_executor_sample_app", path)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+sample = _load_sample()
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+class ServerThread:
+    """uvicorn in a thread, on a fixed port so that it can be stopped and started again."""
+
+    def __init__(self, app: Any, port: int) -> None:
+        self.app, self.port = app, port
+        self.server: uvicorn.Server | None = None
+        self.thread: threading.Thread | None = None
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def start(self) -> ServerThread:
+        sock = socket.socket()
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind(("127.0.0.1", self.port))
+        server = uvicorn.Server(uvicorn.Config(self.app, log_level="warning"))
+        self.server = server
+        self.thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
+        self.thread.start()
+        deadline = time.monotonic() + 10
+        while not server.started:
+            assert time.monotonic() < deadline, "server did not start"
+            time.sleep(0.01)
+        return self
+
+    def stop(self) -> None:
+        assert self.server is not None and self.thread is not None
+        self.server.should_exit = True
+        self.thread.join(timeout=10)
+
+
+@dataclass
+class Stack:
+    executor: ServerThread
+    app: ServerThread
+    rec: Any
+    base: str
+
+    @property
+    def serve_url(self) -> str:
+        return f"{self.app.url}/api/inngest"
+
+
+def fast_config(port: int, **overrides: Any) -> ExecutorConfig:
+    settings: dict[str, Any] = {
+        "port": port,
+        "backoff": (0.05, 0.1),
+        "jitter": 0.0,
+        "request_timeout": 10.0,
+        "unreachable_budget": 15.0,
+        "unreachable_backoff": (0.05, 0.1, 0.2),
+    }
+    settings.update(overrides)
+    return ExecutorConfig(**settings)
+
+
+def start_stack(config_overrides: dict[str, Any] | None = None, **app_kwargs: Any) -> Stack:
+    port = free_port()
+    executor = ServerThread(create_app(fast_config(port, **(config_overrides or {}))), port)
+    executor.start()
+    app, _client, rec = sample.build_app(api_base_url=executor.url, **app_kwargs)
+    app_server = ServerThread(app, free_port()).start()
+    return Stack(executor, app_server, rec, executor.url)
+
+
+def sync(stack: Stack) -> httpx.Response:
+    return httpx.post(f"{stack.base}/_control/sync", json={"url": stack.serve_url}, timeout=30)
+
+
+@pytest.fixture(scope="module")
+def dev() -> Iterator[Stack]:
+    stack = start_stack()
+    answer = sync(stack)
+    assert answer.status_code == 200, answer.text
+    yield stack
+    stack.app.stop()
+    stack.executor.stop()
+
+
+@pytest.fixture(scope="module")
+def signed() -> Iterator[Stack]:
+    stack = start_stack({"signing_key": KEY, "event_key": EVENT_KEY}, signing_key=KEY)
+    answer = sync(stack)
+    assert answer.status_code == 200, answer.text
+    yield stack
+    stack.app.stop()
+    stack.executor.stop()
+
+
+async def send(
+    base: str, name: str, data: dict[str, Any] | None = None, event_id: str = "", **kw: Any
+) -> str:
+    """Send with the REAL SDK client, as tripkit's trigger will."""
+    sender = inngest.Inngest(
+        app_id="exec-test-sender",
+        is_production=kw.get("event_key") is not None,
+        event_key=kw.get("event_key"),
+        event_api_base_url=base,
+        api_base_url=base,
+    )
+    ids = await sender.send(inngest.Event(name=name, data=data or {}, id=event_id))
+    assert len(ids) == 1
+    return ids[0]
+
+
+async def wait_runs(
+    base: str, event_id: str, count: int = 1, timeout: float = 15.0
+) -> list[dict[str, Any]]:
+    deadline = time.monotonic() + timeout
+    async with httpx.AsyncClient() as http:
+        while True:
+            runs: list[dict[str, Any]] = (
+                await http.get(f"{base}/v1/events/{event_id}/runs")
+            ).json()["data"]
+            if len(runs) >= count and all(r["status"] != "Running" for r in runs):
+                return runs
+            assert time.monotonic() < deadline, f"runs still going: {json.dumps(runs)[:2000]}"
+            await asyncio.sleep(0.03)
+
+
+async def run_one(base: str, name: str, data: dict[str, Any] | None = None, **kw: Any) -> dict:
+    event_id = await send(base, name, data, **kw)
+    runs = await wait_runs(base, event_id)
+    assert len(runs) == 1, runs
+    return runs[0]
+
+
+# ------------------------------------------------------------------ basics and sync
+
+
+def test_health_and_registered_functions(dev: Stack) -> None:
+    assert httpx.get(f"{dev.base}/health").json() == {"status": 200, "message": "OK"}
+    body = httpx.get(f"{dev.base}/v1/functions").json()
+    assert set(body) == {"data", "metadata"}
+    fns = {f["id"]: f for f in body["data"]}
+    assert fns["exec-test-seq"]["max_attempts"] == 5  # SDK default: 4 retries
+    assert fns["exec-test-flaky"]["max_attempts"] == 4
+    assert fns["exec-test-doomed"]["max_attempts"] == 1
+    failure = fns["exec-test-doomed-failure"]
+    assert failure["max_attempts"] == 1
+    assert failure["triggers"] == [
+        {
+            "event": "inngest/function.failed",
+            "expression": "event.data.function_id == 'exec-test-doomed'",
+        }
+    ]
+    assert fns["exec-test-seq"]["url"].startswith(dev.serve_url + "?fnId=exec-test-seq")
+
+
+def test_sync_reports_what_registered(dev: Stack) -> None:
+    answer = sync(dev)
+    assert answer.status_code == 200
+    body = answer.json()
+    assert body["ok"] is True and body["app_id"] == "exec-test" and body["modified"] is False
+    assert "exec-test-seq" in body["functions"] and body["url"] == dev.serve_url
+
+
+def test_sync_failures_are_reported() -> None:
+    port = free_port()
+    executor = ServerThread(create_app(fast_config(port)), port).start()
+    try:
+        bad = httpx.post(f"{executor.url}/_control/sync", json={"nope": 1})
+        assert bad.status_code == 400 and bad.json()["ok"] is False
+        nobody = f"http://127.0.0.1:{free_port()}/api/inngest"
+        down = httpx.post(f"{executor.url}/_control/sync", json={"url": nobody})
+        assert down.status_code == 502 and "could not reach" in down.json()["error"]
+        # An app whose SDK registers with another server: the PUT says ok, we say no.
+        app, _, _ = sample.build_app(api_base_url=f"http://127.0.0.1:{free_port()}")
+        elsewhere = ServerThread(app, free_port()).start()
+        try:
+            answer = httpx.post(
+                f"{executor.url}/_control/sync", json={"url": f"{elsewhere.url}/api/inngest"}
+            )
+            assert answer.status_code == 502 and answer.json()["ok"] is False
+        finally:
+            elsewhere.stop()
+    finally:
+        executor.stop()
+
+
+def test_register_validates_bodies(dev: Stack) -> None:
+    url = f"{dev.base}/fn/register"
+    fn = {
+        "id": "other-x",
+        "name": "x",
+        "triggers": [{"event": "other/x"}],
+        "steps": {"step": {"id": "step", "name": "step", "runtime": {"type": "http", "url": ""}}},
+    }
+    cases: list[Any] = [
+        [],
+        {"appname": "other", "url": "http://127.0.0.1:1/api", "functions": []},
+        {"appname": "other", "url": "http://127.0.0.1:1/api", "functions": [fn]},
+        {
+            "appname": "other",
+            "url": "http://127.0.0.1:1/api",
+            "functions": [
+                {
+                    **fn,
+                    "steps": {"step": {"runtime": {"url": "http://127.0.0.1:1/api?fnId=other-x"}}},
+                    "triggers": [{"event": "other/x", "expression": "event.data.n > 3"}],
+                }
+            ],
+        },
+    ]
+    for case in cases:
+        answer = httpx.post(url, json=case)
+        assert answer.status_code == 400, case
+        assert isinstance(answer.json()["error"], str)
+    assert httpx.post(url, content=b"{not json").status_code == 400
+
+
+async def test_event_api_validation(dev: Stack) -> None:
+    async with httpx.AsyncClient(base_url=dev.base) as http:
+        for body in (
+            b"nope",
+            b'{"data": {}}',
+            b'{"name": "inngest/function.failed", "data": {}}',
+            b'{"name": "x/y", "data": [1]}',
+            b'[{"name": "x/y"}, {"name": ""}]',
+            b'{"name": "x/y", "ts": "yesterday"}',
+        ):
+            answer = await http.post("/e/NO_EVENT_KEY_SET", content=body)
+            assert answer.status_code == 400, body
+            assert "error" in answer.json()
+        ok = await http.post(
+            "/e/anything", json=[{"name": "x/unrouted", "data": {}}, {"name": "x/unrouted"}]
+        )
+        assert ok.status_code == 200
+        assert ok.json()["status"] == 200 and len(ok.json()["ids"]) == 2
+        listed = (await http.get("/v1/events", params={"name": "x/unrouted"})).json()["data"]
+        assert {e["internal_id"] for e in listed} >= set(ok.json()["ids"])
+        assert all(isinstance(e["ts"], int) for e in listed)
+
+
+# ------------------------------------------------------------------------- call loop
+
+
+async def test_sequential_steps_are_memoized(dev: Stack) -> None:
+    run = await run_one(dev.base, "test/seq", {"n": 7})
+    assert run["status"] == "Completed", run
+    assert run["output"] == {"a": 1, "b": 2, "c": 3, "sum": 6, "n": 7}
+    assert run["function_id"] == "exec-test-seq"
+    event_id = run["event_id"]
+    for step in "abc":
+        assert dev.rec.count(f"{event_id}:{step}") == 1  # no step ran twice
+    # N sequential steps take N + 1 calls: one new step per call, then the return.
+    assert run["sdk_calls"] == 4 and run["step_count"] == 3
+    assert [s["name"] for s in run["steps"]] == ["a", "b", "c"]
+    assert all(s["attempts"] == 1 and s["status"] == "completed" for s in run["steps"])
+    assert run["started_at"] <= run["ended_at"]
+    same = httpx.get(f"{dev.base}/v1/runs/{run['run_id']}").json()["data"]
+    assert same["status"] == "Completed" and same["output"] == run["output"]
+    assert httpx.get(f"{dev.base}/v1/runs/nope").status_code == 404
+
+
+async def test_flaky_step_is_retried_with_backoff(dev: Stack) -> None:
+    run = await run_one(dev.base, "test/flaky")
+    assert run["status"] == "Completed", run
+    assert run["output"] == "ok after 3"
+    key = f"{run['event_id']}:shaky"
+    assert dev.rec.count(key) == 3
+    t = dev.rec.times[key]
+    assert t[1] - t[0] >= 0.05 - 0.01 and t[2] - t[1] >= 0.1 - 0.01  # the configured backoff
+    (step,) = run["steps"]
+    assert step["attempts"] == 3 and step["status"] == "completed"
+    assert run["sdk_calls"] == 4
+
+
+async def test_nonretriable_error_fails_at_once(dev: Stack) -> None:
+    run = await run_one(dev.base, "test/nonretriable")
+    assert run["status"] == "Failed"
+    assert run["error"]["name"] == "NonRetriableError"
+    assert run["error"]["message"] == "this input can never work"
+    assert dev.rec.count(f"{run['event_id']}:body") == 1 and run["sdk_calls"] == 1
+
+
+async def test_step_failure_reaches_the_call_site(dev: Stack) -> None:
+    run = await run_one(dev.base, "test/caught")
+    assert run["status"] == "Completed", run
+    assert run["output"] == {"caught": "KeyError", "message": "'missing thing'"}
+    assert dev.rec.count(f"{run['event_id']}:always") == 2  # retries=1: two attempts
+    (step,) = run["steps"]
+    assert step["status"] == "failed" and step["attempts"] == 2
+
+
+async def test_on_failure_runs_after_a_permanent_failure(dev: Stack) -> None:
+    mine = f"doomed-{uuid.uuid4().hex}"
+    run = await run_one(dev.base, "test/doomed", {"why": "test"}, event_id=mine)
+    assert run["status"] == "Failed"
+    assert run["error"]["name"] == "ValueError" and run["error"]["message"] == "boom"
+    assert dev.rec.count(f"{mine}:work") == 1  # retries=0
+    async with httpx.AsyncClient(base_url=dev.base) as http:
+        deadline = time.monotonic() + 10
+        while True:
+            events = (
+                await http.get("/v1/events", params={"name": "inngest/function.failed"})
+            ).json()
+            hits = [e for e in events["data"] if e["data"]["run_id"] == run["run_id"]]
+            if hits:
+                break
+            assert time.monotonic() < deadline
+            await asyncio.sleep(0.03)
+    (failed_event,) = hits
+    assert failed_event["data"]["function_id"] == "exec-test-doomed"
+    assert failed_event["data"]["event"]["id"] == mine
+    (handler_run,) = await wait_runs(dev.base, failed_event["internal_id"])
+    assert handler_run["function_id"] == "exec-test-doomed-failure"
+    assert handler_run["status"] == "Completed" and handler_run["output"] == "recorded"
+    recorded = [f for f in dev.rec.failures if f["run_id"] == run["run_id"]]
+    assert len(recorded) == 1
+    assert recorded[0]["error"]["message"] == "boom"
+    assert recorded[0]["events"][0]["data"] == {"why": "test"}
+
+
+async def test_parallel_steps_run_concurrently(dev: Stack) -> None:
+    run = await run_one(dev.base, "test/parallel")
+    assert run["status"] == "Completed", run
+    assert run["output"] == {"results": ["P1", "P2", "P3"], "count": 3}
+    ev = run["event_id"]
+    names = ("p1", "p2", "p3")
+    assert all(dev.rec.count(f"{ev}:{n}.start") == 1 for n in names)
+    assert dev.rec.count(f"{ev}:after") == 1
+    starts = [dev.rec.times[f"{ev}:{n}.start"][0] for n in names]
+    ends = [dev.rec.times[f"{ev}:{n}.end"][0] for n in names]
+    assert max(starts) < min(ends)  # all three were in flight at once
+    # discovery (plans 3) + 3 targeted calls + rediscovery (runs "after") + the return
+    assert run["sdk_calls"] == 6 and run["step_count"] == 4
+
+
+async def test_sleep_waits_then_resumes(dev: Stack) -> None:
+    run = await run_one(dev.base, "test/sleep", {"seconds": 1})
+    assert run["status"] == "Completed", run
+    assert run["output"]["slept"] >= 1.0
+    ev = run["event_id"]
+    assert dev.rec.count(f"{ev}:before") == 1 and dev.rec.count(f"{ev}:after") == 1
+    nap = next(s for s in run["steps"] if s["name"] == "nap")
+    assert nap["op"] == "Sleep" and nap["status"] == "completed"
+
+
+async def test_retry_after_is_honoured(dev: Stack) -> None:
+    run = await run_one(dev.base, "test/retry-after")
+    assert run["status"] == "Completed" and run["output"] == "finally"
+    t = dev.rec.times[f"{run['event_id']}:body"]
+    assert len(t) == 2 and t[1] - t[0] >= 0.6  # not the 50 ms backoff
+    assert run["function_errors"] == 1
+
+
+async def test_duplicate_event_id_starts_one_run(dev: Stack) -> None:
+    session = uuid.uuid4().hex
+    first = await send(dev.base, "test/seq", {"n": 1}, event_id=session)
+    second = await send(dev.base, "test/seq", {"n": 2}, event_id=session)
+    assert first == second
+    runs = await wait_runs(dev.base, first)
+    third = await send(dev.base, "test/seq", {"n": 3}, event_id=session)
+    assert third == first
+    await asyncio.sleep(0.2)
+    runs = await wait_runs(dev.base, session)  # the sender's id finds the event too
+    assert len(runs) == 1 and runs[0]["output"]["n"] == 1
+    assert dev.rec.count(f"{session}:a") == 1
+
+
+async def test_cancel_a_run(dev: Stack) -> None:
+    event_id = await send(dev.base, "test/sleep", {"seconds": 5})
+    async with httpx.AsyncClient(base_url=dev.base) as http:
+        deadline = time.monotonic() + 10
+        while True:
+            runs = (await http.get(f"/v1/events/{event_id}/runs")).json()["data"]
+            if runs and any(s["name"] == "nap" for s in runs[0]["steps"]):
+                break
+            assert time.monotonic() < deadline
+            await asyncio.sleep(0.03)
+        answer = await http.delete(f"/v1/runs/{runs[0]['run_id']}")
+        assert answer.json()["data"]["status"] == "Cancelled"
+    await asyncio.sleep(0.1)
+    (run,) = await wait_runs(dev.base, event_id)
+    assert run["status"] == "Cancelled" and dev.rec.count(f"{run['event_id']}:after") == 0
+
+
+async def test_app_down_mid_run_then_back(dev: Stack) -> None:
+    event_id = await send(dev.base, "test/sleep", {"seconds": 1})
+    runs = []
+    deadline = time.monotonic() + 10
+    while True:
+        runs = httpx.get(f"{dev.base}/v1/events/{event_id}/runs").json()["data"]
+        if runs and dev.rec.count(f"{runs[0]['event_id']}:before") == 1:
+            break
+        assert time.monotonic() < deadline
+        await asyncio.sleep(0.02)
+    await asyncio.to_thread(dev.app.stop)  # down during the sleep...
+    await asyncio.sleep(2.0)  # ...and for about a second after it ends
+    dev.app = await asyncio.to_thread(ServerThread(dev.app.app, dev.app.port).start)
+    (run,) = await wait_runs(dev.base, event_id)
+    assert run["status"] == "Completed", run
+    assert run["unreachable_retries"] >= 1
+    ev = run["event_id"]
+    assert dev.rec.count(f"{ev}:before") == 1 and dev.rec.count(f"{ev}:after") == 1
+
+
+async def test_app_unreachable_for_too_long_fails_the_run() -> None:
+    stack = start_stack({"unreachable_budget": 0.5})
+    try:
+        assert sync(stack).status_code == 200
+        stack.app.stop()
+        run = await run_one(stack.base, "test/seq")
+        assert run["status"] == "Failed" and run["error"]["name"] == "AppUnreachable"
+        assert run["unreachable_retries"] >= 2
+    finally:
+        stack.executor.stop()
+
+
+async def test_many_runs_at_once(dev: Stack) -> None:
+    sender = inngest.Inngest(
+        app_id="exec-test-sender", is_production=False, event_api_base_url=dev.base
+    )
+    events = [inngest.Event(name="test/seq", data={"n": i}) for i in range(25)]
+    ids = await sender.send(events)
+    assert len(set(ids)) == 25
+    outputs = []
+    for event_id in ids:
+        (run,) = await wait_runs(dev.base, event_id)
+        assert run["status"] == "Completed", run
+        outputs.append(run["output"]["n"])
+    assert outputs == list(range(25))
+
+
+async def test_unsupported_opcode_fails_the_run_clearly(dev: Stack) -> None:
+    run = await run_one(dev.base, "test/wait")
+    assert run["status"] == "Failed"
+    assert run["error"]["name"] == "UnsupportedOpcode"
+    assert "WaitForEvent" in run["error"]["message"]
+
+
+async def test_request_timeout_uses_attempts() -> None:
+    stack = start_stack({"request_timeout": 0.3})
+    try:
+        assert sync(stack).status_code == 200
+        run = await run_one(stack.base, "test/slow", {"seconds": 0.6})
+        assert run["status"] == "Failed" and run["error"]["name"] == "RequestTimeout"
+        assert run["sdk_calls"] == 2 and run["function_errors"] == 2  # retries=1
+    finally:
+        stack.app.stop()
+        stack.executor.stop()
+
+
+# --------------------------------------------------------------------------- signing
+
+
+async def test_signed_production_app_end_to_end(signed: Stack) -> None:
+    run = await run_one(signed.base, "test/seq", {"n": 5}, event_key=EVENT_KEY)
+    assert run["status"] == "Completed", run
+    assert run["output"]["sum"] == 6 and run["output"]["n"] == 5
+    run = await run_one(signed.base, "test/parallel", event_key=EVENT_KEY)
+    assert run["status"] == "Completed", run
+
+
+async def test_signed_executor_checks_event_key(signed: Stack) -> None:
+    answer = httpx.post(f"{signed.base}/e/wrong-key", json={"name": "test/seq", "data": {}})
+    assert answer.status_code == 401 and "error" in answer.json()
+    with pytest.raises(Exception, match="Event key not found"):
+        await send(signed.base, "test/seq", event_key="wrong-key")
+
+
+def test_signed_app_checks_signatures_directly(signed: Stack) -> None:
+    body = json.dumps(
+        {
+            "event": {"name": "test/seq", "data": {}, "id": "direct", "ts": 1},
+            "events": [{"name": "test/seq", "data": {}, "id": "direct", "ts": 1}],
+            "steps": {},
+            "use_api": False,
+            "ctx": {
+                "run_id": "direct-run",
+                "attempt": 0,
+                "max_attempts": 5,
+                "disable_immediate_execution": False,
+                "use_api": False,
+                "stack": {"stack": [], "current": 0},
+            },
+        }
+    ).encode()
+    url = f"{signed.serve_url}?fnId=exec-test-seq&stepId=step"
+    for key in (WRONG_KEY, None):
+        headers = {"content-type": "application/json", "x-inngest-server-kind": "cloud"}
+        if key:
+            headers["x-inngest-signature"] = signing.sign(body, key)
+        assert httpx.post(url, content=body, headers=headers).status_code == 401
+    headers = {"content-type": "application/json", "x-inngest-signature": signing.sign(body, KEY)}
+    answer = httpx.post(url, content=body, headers=headers)
+    assert answer.status_code == 206
+    assert answer.json()[0]["op"] == "StepRun"
+    signing.verify(answer.headers["x-inngest-signature"], answer.content, KEY, canonicalize=False)
+    with pytest.raises(signing.SignatureError):
+        signing.verify(
+            answer.headers["x-inngest-signature"], answer.content, WRONG_KEY, canonicalize=False
+        )
+
+
+async def test_wrong_signing_key_is_rejected_both_ways() -> None:
+    stack = start_stack({"signing_key": WRONG_KEY}, signing_key=KEY)
+    try:
+        # The app proves its key when registering: the executor refuses it.
+        answer = sync(stack)
+        assert answer.status_code == 502
+        assert "Authorization" in answer.json()["error"]
+        assert httpx.get(f"{stack.base}/v1/functions").json()["data"] == []
+        # Registered by hand (with the executor's own key), calls are then refused by the app.
+        fn_url = f"{stack.serve_url}?fnId=exec-test-seq&stepId=step"
+        body = {
+            "appname": "exec-test",
+            "url": stack.serve_url,
+            "functions": [
+                {
+                    "id": "exec-test-seq",
+                    "name": "seq",
+                    "triggers": [{"event": "test/seq"}],
+                    "steps": {
+                        "step": {
+                            "id": "step",
+                            "name": "step",
+                            "runtime": {"type": "http", "url": fn_url},
+                            "retries": {"attempts": 1},
+                        }
+                    },
+                }
+            ],
+        }
+        auth = {"authorization": f"Bearer {signing.bearer_token(WRONG_KEY)}"}
+        registered = httpx.post(f"{stack.base}/fn/register", json=body, headers=auth)
+        assert registered.json() == {"ok": True, "modified": True}
+        run = await run_one(stack.base, "test/seq")
+        assert run["status"] == "Failed"
+        assert run["error"]["name"] == "SignatureRejected" and "401" in run["error"]["message"]
+        assert run["sdk_calls"] == 2  # retries=1
+        assert stack.rec.count(f"{run['event_id']}:a") == 0
+    finally:
+        stack.app.stop()
+        stack.executor.stop()
+
+
+async def test_dev_executor_cannot_sync_a_production_app() -> None:
+    stack = start_stack(signing_key=KEY)
+    try:
+        answer = sync(stack)
+        assert answer.status_code == 502 and "Dev Server" in answer.json()["error"]
+    finally:
+        stack.app.stop()
+        stack.executor.stop()
+
+
+async def test_streaming_app_signed() -> None:
+    stack = start_stack({"signing_key": KEY}, signing_key=KEY, streaming=True, app_id="exec-stream")
+    try:
+        assert sync(stack).status_code == 200
+        run = await run_one(stack.base, "test/seq", {"n": 1})
+        assert run["status"] == "Completed", run
+        assert run["output"]["sum"] == 6
+        run = await run_one(stack.base, "test/nonretriable")
+        assert run["status"] == "Failed" and run["sdk_calls"] == 1
+    finally:
+        stack.app.stop()
+        stack.executor.stop()
+
+
+# ------------------------------------------------------------------------------- CLI
+
+
+def test_cli_prints_base_url_and_never_the_key() -> None:
+    env = {**os.environ, "EXEC_TEST_KEY": KEY}
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "tripkit.devstack.executor",
+            "--port",
+            "0",
+            "--signing-key-env",
+            "EXEC_TEST_KEY",
+            "--backoff-ms",
+            "10,20",
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=env,
+    )
+    try:
+        assert proc.stdout is not None
+        line = proc.stdout.readline().strip()
+        assert line.startswith("INNGEST_BASE_URL=http://127.0.0.1:"), line
+        base = line.split("=", 1)[1]
+        assert httpx.get(f"{base}/health").json()["message"] == "OK"
+    finally:
+        proc.terminate()
+        out, err = proc.communicate(timeout=10)
+    # uvicorn shuts down gracefully, then re-raises the signal it caught.
+    assert proc.returncode in (0, -signal.SIGTERM), err
+    assert KEY not in out + err and KEY[13:] not in out + err
+    missing = subprocess.run(
+        [sys.executable, "-m", "tripkit.devstack.executor", "--signing-key-env", "NOPE_UNSET"],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        env={k: v for k, v in os.environ.items() if k != "NOPE_UNSET"},
+    )
+    assert missing.returncode == 2 and "NOPE_UNSET" in missing.stderr
+
+
+# ------------------------------------------------------------------------ the pieces
+
+
+def test_failure_trigger_expression() -> None:
+    expr = Expression.parse("event.data.function_id == 'exec-test-doomed'")
+    assert expr.matches({"data": {"function_id": "exec-test-doomed"}})
+    assert not expr.matches({"data": {"function_id": "exec-test-other"}})
+    assert not expr.matches({"data": {}})
+    assert Expression.parse("event.data.n != 3").matches({"data": {"n": 4}})
+    assert Expression.parse("event.data.ok == true").matches({"data": {"ok": True}})
+    assert not Expression.parse("event.data.n == 1").matches({"data": {"n": True}})
+    for text in ("event.data.n > 3", "event.data.a == 'x' && event.data.b == 'y'", "true"):
+        with pytest.raises(ValueError, match="unsupported"):
+            Expression.parse(text)
+
+
+def test_when_and_backoff() -> None:
+    now = datetime(2025, 1, 1, 12, 0, 0, tzinfo=UTC)
+    assert parse_when("2.5", now) == 2.5
+    assert parse_when("2025-01-01T12:00:03.500Z", now) == 3.5
+    assert parse_when("Wed, 01 Jan 2025 12:00:10 GMT", now) == 10.0
+    assert parse_when("2024-01-01T00:00:00Z", now) == 0.0
+    assert parse_when("soon", now) is None
+    config = fast_config(1, backoff=(1.0, 2.0), jitter=0.0)
+    assert [config.retry_delay(n) for n in range(4)] == [1.0, 2.0, 2.0, 2.0]
+    jittery = fast_config(1, backoff=lambda n: 10.0 * (n + 1), jitter=0.1)
+    assert all(10.0 <= jittery.retry_delay(0) <= 11.0 for _ in range(50))
+    default = ExecutorConfig()
+    assert default.retry_delay(0) >= 15.0 and default.retry_delay(9) >= 300.0
+    with pytest.raises(ConfigError):
+        ExecutorConfig(signing_key="signkey-test-zz")
+    with pytest.raises(ConfigError):
+        ExecutorConfig(backoff=())
+
+
+def test_answers_that_are_not_from_the_sdk() -> None:
+    engine = Engine(fast_config(1))
+    url = "http://127.0.0.1:1/api/inngest"
+    sent = datetime.now(UTC)
+
+    def classify(status: int, headers: dict[str, str], body: bytes = b"") -> Any:
+        response = httpx.Response(status, headers=headers, content=body)
+        response.request = httpx.Request("POST", url)
+        return engine._classify(response, sent)
+
+    sdk = {"x-inngest-sdk": "inngest-py:v0.5.19"}
+    for status in (502, 503, 504):
+        assert classify(status, sdk).kind == "unreachable"
+    assert classify(200, {}, b"{}").kind == "unreachable"  # not the SDK answering
+    assert classify(404, {}, b"Not Found").kind == "unreachable"
+    refused = classify(401, {"x-inngest-sdk-handled": "true"}, b'{"message": "Unauthorized"}')
+    assert refused.kind == "error" and refused.error["name"] == "SignatureRejected"
+    done = classify(200, sdk, b'{"x": 1}')
+    assert done.kind == "done" and done.output == {"x": 1}
+    failed = classify(500, {**sdk, "x-inngest-no-retry": "true"}, b'{"name": "E", "message": "m"}')
+    assert failed.kind == "error" and failed.no_retry and failed.error["message"] == "m"
+    later = classify(500, {**sdk, "retry-after": "7"}, b"{}")
+    assert later.retry_after == 7.0 and not later.no_retry
+    assert classify(206, sdk, b"[]").error["name"] == "ProtocolError"
+    assert classify(206, sdk, b'[{"op": "StepRun"}]').error["name"] == "ProtocolError"
+    assert classify(200, sdk, b"<html>").error["name"] == "ProtocolError"
+    signed = Engine(fast_config(1, signing_key=KEY))
+    response = httpx.Response(200, headers=sdk, content=b"{}")
+    assert signed._classify(response, sent).error["name"] == "SignatureInvalid"

@@ -1,0 +1,341 @@
+"""A local stand-in for the Inngest Dev Server (``inngest-cli dev``), offline.
+
+The real dev server cannot be installed here, so this process plays its part for the app:
+it takes events on ``/e/{key}``, takes the SDK's sync on ``/fn/register`` and drives the
+app's REAL serve handler over HTTP (see executor_engine.py for the call loop). With a
+signing key it signs calls and checks answers and registrations, so the production path
+is exercised end to end. Routes (JSON everywhere)::
+
+    GET    /health                      {"status": 200, "message": "OK"}
+    POST   /e/{event_key}               {"ids": [...], "status": 200}
+    POST   /fn/register                 {"ok": true, "modified": bool}
+    POST   /_control/sync  {"url": u}   {"ok": true, "app_id", "url", "functions", "modified"}
+    GET    /v1/events                   {"data": [event...], "metadata": {...}}
+    GET    /v1/events/{id}/runs         {"data": [run...], "metadata": {...}}
+    GET    /v1/runs/{run_id}            {"data": run, "metadata": {...}}
+    DELETE /v1/runs/{run_id}            cancel a run; {"data": run, ...}
+    GET    /v1/functions                {"data": [function...], "metadata": {...}}
+
+Run it with ``python -m tripkit.devstack.executor --port 8288``; it prints
+``INNGEST_BASE_URL=http://127.0.0.1:8288`` once it accepts connections.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import hmac
+import json
+import logging
+import os
+import socket
+import sys
+import urllib.parse
+import uuid
+from collections.abc import AsyncIterator, Callable, Sequence
+
+import httpx
+import uvicorn
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse
+from starlette.routing import Route
+
+from tripkit.devstack.executor_engine import MAX_EVENT_BYTES, BadInput, Engine, ExecutorConfig
+from tripkit.devstack.executor_registry import Json, iso, now_utc
+from tripkit.errors import ConfigError
+
+__all__ = ["Engine", "ExecutorConfig", "create_app", "main", "run", "serve"]
+
+log = logging.getLogger("tripkit.devstack.executor")
+
+
+def _envelope(data: Json, status: int = 200) -> JSONResponse:
+    """The dev server's REST shape."""
+    metadata = {"fetched_at": iso(now_utc()), "cached_until": None}
+    return JSONResponse({"data": data, "metadata": metadata}, status_code=status)
+
+
+def _error(message: str, status: int, **extra: Json) -> JSONResponse:
+    return JSONResponse({"error": message, "status": status, **extra}, status_code=status)
+
+
+async def _json_body(request: Request) -> Json:
+    """The request's JSON; BadInput when too large or not JSON."""
+    raw = await request.body()
+    if len(raw) > MAX_EVENT_BYTES:
+        raise BadInput(f"the body is larger than {MAX_EVENT_BYTES} bytes")
+    try:
+        return json.loads(raw)
+    except ValueError:
+        raise BadInput("the body is not valid JSON") from None
+
+
+def create_app(config: ExecutorConfig) -> Starlette:
+    """The executor as an ASGI app; ``app.state.engine`` holds its functions, events, runs."""
+    engine = Engine(config)
+
+    async def health(request: Request) -> JSONResponse:
+        return JSONResponse({"status": 200, "message": "OK"})
+
+    async def send_events(request: Request) -> JSONResponse:
+        key = request.path_params["event_key"]
+        if config.event_key and not hmac.compare_digest(key, config.event_key):
+            return _error("Event key not found", 401)
+        try:
+            events = engine.parse_events(await _json_body(request))
+        except BadInput as err:
+            return _error(str(err), 400)
+        return JSONResponse({"ids": engine.ingest(events), "status": 200})
+
+    async def register(request: Request) -> JSONResponse:
+        if not engine.check_register_auth(request.headers.get("authorization")):
+            return _error(
+                "the Authorization header does not match the executor's signing key: the app "
+                "and the executor must share INNGEST_SIGNING_KEY",
+                401,
+            )
+        try:
+            answer = engine.register(
+                await _json_body(request), request.query_params.get("deployId")
+            )
+        except BadInput as err:
+            return _error(f"invalid sync body: {err}", 400)
+        return JSONResponse(answer)
+
+    async def control_sync(request: Request) -> JSONResponse:
+        try:
+            body = await _json_body(request)
+        except BadInput as err:
+            return JSONResponse({"ok": False, "error": str(err)}, status_code=400)
+        url = body.get("url") if isinstance(body, dict) else None
+        parts = urllib.parse.urlsplit(url) if isinstance(url, str) else None
+        if (
+            not isinstance(url, str)
+            or parts is None
+            or parts.scheme not in ("http", "https")
+            or not parts.netloc
+        ):
+            return JSONResponse(
+                {"ok": False, "error": 'expected {"url": "http://host:port/api/inngest"}'},
+                status_code=400,
+            )
+        return await _sync(engine, url, str(request.base_url).rstrip("/"))
+
+    async def list_events(request: Request) -> JSONResponse:
+        try:
+            limit = max(1, min(int(request.query_params.get("limit", "100")), 1000))
+        except ValueError:
+            return _error("limit must be an integer", 400)
+        name = request.query_params.get("name")
+        records = [
+            e.to_json() for e in reversed(engine.events.values()) if name is None or e.name == name
+        ]
+        return _envelope(records[:limit])
+
+    async def event_runs(request: Request) -> JSONResponse:
+        event = engine.find_event(request.path_params["event_id"])
+        if event is None:
+            return _envelope([])
+        return _envelope([engine.runs[r].to_json() for r in event.run_ids if r in engine.runs])
+
+    async def get_run(request: Request) -> JSONResponse:
+        found = engine.runs.get(request.path_params["run_id"])
+        if found is None:
+            return _error("run not found", 404)
+        return _envelope(found.to_json())
+
+    async def cancel_run(request: Request) -> JSONResponse:
+        found = engine.cancel(request.path_params["run_id"])
+        if found is None:
+            return _error("run not found", 404)
+        return _envelope(found.to_json())
+
+    async def list_functions(request: Request) -> JSONResponse:
+        return _envelope([fn.to_json() for fn in engine.functions.values()])
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        try:
+            yield
+        finally:
+            await engine.aclose()
+
+    app = Starlette(
+        routes=[
+            Route("/health", health, methods=["GET"]),
+            Route("/e/{event_key}", send_events, methods=["POST"]),
+            Route("/fn/register", register, methods=["POST"]),
+            Route("/_control/sync", control_sync, methods=["POST"]),
+            Route("/v1/events", list_events, methods=["GET"]),
+            Route("/v1/events/{event_id}/runs", event_runs, methods=["GET"]),
+            Route("/v1/runs/{run_id}", get_run, methods=["GET"]),
+            Route("/v1/runs/{run_id}", cancel_run, methods=["DELETE"]),
+            Route("/v1/functions", list_functions, methods=["GET"]),
+        ],
+        lifespan=lifespan,
+    )
+    app.state.engine = engine
+    return app
+
+
+async def _sync(engine: Engine, url: str, own_url: str) -> JSONResponse:
+    """PUT the app's serve URL (the SDK then POSTs /fn/register here) and check it worked.
+
+    inngest 0.5.x answers that PUT with 200 even when registration failed, so the body
+    decides; the deployId we pass comes back on /fn/register and proves the app
+    registered with *this* executor.
+    """
+    sync_id = uuid.uuid4().hex
+    parts = urllib.parse.urlsplit(url)
+    query = [*urllib.parse.parse_qsl(parts.query), ("deployId", sync_id)]
+    put_url = urllib.parse.urlunsplit(parts._replace(query=urllib.parse.urlencode(query)))
+    try:
+        resp = await engine.client.put(
+            put_url, content=b"", headers=engine.signed_headers(b""), timeout=30.0
+        )
+    except httpx.HTTPError as err:
+        return JSONResponse(
+            {"ok": False, "error": f"could not reach {url}: {type(err).__name__}: {err}"},
+            status_code=502,
+        )
+    try:
+        body: Json = resp.json()
+    except ValueError:
+        body = None
+    if resp.status_code != 200 or not isinstance(body, dict) or body.get("ok") is not True:
+        detail: Json = None
+        if isinstance(body, dict):
+            detail = body.get("error") or body.get("message")
+        detail = detail or resp.text[:500] or f"HTTP {resp.status_code}"
+        return JSONResponse(
+            {"ok": False, "status": resp.status_code, "error": f"sync failed: {detail}"},
+            status_code=502,
+        )
+    record = engine.syncs.get(sync_id)
+    if record is None:
+        return JSONResponse(
+            {
+                "ok": False,
+                "error": "the app answered the sync but registered somewhere else: point its "
+                f"INNGEST_BASE_URL (or api_base_url) at {own_url}",
+            },
+            status_code=502,
+        )
+    return JSONResponse({"ok": True, **record})
+
+
+def _listen(host: str, port: int) -> socket.socket:
+    """Bind before uvicorn does, so that a taken port is a clear error, not an exit."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind((host, port))
+    except OSError as err:
+        sock.close()
+        raise ConfigError(
+            f"The executor cannot listen on {host}:{port} ({err.strerror}). Is another executor "
+            "or inngest-cli dev running there? Pick another --port."
+        ) from None
+    return sock
+
+
+async def serve(config: ExecutorConfig, on_ready: Callable[[str], None] | None = None) -> None:
+    """Serve until stopped (SIGINT/SIGTERM); call ``on_ready(base_url)`` once listening."""
+    sock = _listen(config.host, config.port)
+    port = sock.getsockname()[1]
+    server = uvicorn.Server(uvicorn.Config(create_app(config), log_level="warning", lifespan="on"))
+    task = asyncio.create_task(server.serve(sockets=[sock]))
+    while not server.started and not task.done():
+        await asyncio.sleep(0.02)
+    if server.started and on_ready is not None:
+        on_ready(f"http://{config.host}:{port}")
+    await task
+
+
+def run(config: ExecutorConfig) -> None:
+    """Blocking entry point: serve and print ``INNGEST_BASE_URL=...`` when ready."""
+
+    def ready(base_url: str) -> None:
+        print(f"INNGEST_BASE_URL={base_url}", flush=True)
+
+    asyncio.run(serve(config, ready))
+
+
+def _seconds_list(text: str, scale: float) -> tuple[float, ...]:
+    try:
+        values = tuple(float(v) * scale for v in text.split(",") if v.strip())
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"expected comma-separated numbers, got {text!r}"
+        ) from None
+    if not values or any(v < 0 for v in values):
+        raise argparse.ArgumentTypeError("expected at least one non-negative number")
+    return values
+
+
+def _secret(var: str | None, what: str) -> str | None:
+    if var is None:
+        return None
+    value = os.environ.get(var, "").strip()
+    if not value:
+        raise ConfigError(f"{var} is empty or not set; it should hold the {what}.")
+    return value
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m tripkit.devstack.executor",
+        description="A local Inngest-compatible executor (stands in for `inngest-cli dev`).",
+    )
+    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--port", type=int, default=8288, help="0 picks a free port")
+    parser.add_argument(
+        "--signing-key-env",
+        metavar="VAR",
+        help="sign calls and check the app with the key in this variable (never printed)",
+    )
+    parser.add_argument("--signing-key-fallback-env", metavar="VAR")
+    parser.add_argument("--event-key-env", metavar="VAR", help="accept only this event key")
+    parser.add_argument(
+        "--backoff-ms",
+        type=lambda t: _seconds_list(t, 0.001),
+        help="retry waits in ms after attempt 1, 2, ... (default 15s,30s,1m,2m,5m)",
+    )
+    parser.add_argument("--jitter", type=float, default=0.1, help="fraction added at random")
+    parser.add_argument("--request-timeout", type=float, default=300.0, metavar="S")
+    parser.add_argument(
+        "--unreachable-budget",
+        type=float,
+        default=60.0,
+        metavar="S",
+        help="how long a run waits for an app that does not answer",
+    )
+    parser.add_argument("--log-level", default="INFO")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=args.log_level.upper(), format="%(levelname)s %(name)s: %(message)s")
+    try:
+        config = ExecutorConfig(
+            host=args.host,
+            port=args.port,
+            signing_key=_secret(args.signing_key_env, "Inngest signing key"),
+            signing_key_fallback=_secret(args.signing_key_fallback_env, "fallback signing key"),
+            event_key=_secret(args.event_key_env, "Inngest event key"),
+            jitter=args.jitter,
+            request_timeout=args.request_timeout,
+            unreachable_budget=args.unreachable_budget,
+            **({"backoff": args.backoff_ms} if args.backoff_ms else {}),
+        )
+        run(config)
+    except ConfigError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        pass
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

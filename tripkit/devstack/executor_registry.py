@@ -1,0 +1,212 @@
+"""What an app registered with the local executor, and which events start its functions.
+
+The SDK's sync body (``POST /fn/register``) is validated here and turned into
+:class:`FunctionEntry` values: composite id, runtime URL, retry count and triggers. Event
+triggers match by name (a trailing ``*`` matches a prefix); the only trigger expression
+understood is the shape the SDK itself emits for ``on_failure`` handlers (see
+:class:`Expression`). Cron triggers are stored but never scheduled.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import urllib.parse
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+Json = Any
+DEFAULT_RETRIES = 4  # what Inngest assumes when a function does not say
+
+
+def now_utc() -> datetime:
+    return datetime.now(UTC)
+
+
+def iso(moment: datetime | None) -> str | None:
+    """Timestamps as the dev server writes them: UTC, milliseconds, ``Z``."""
+    if moment is None:
+        return None
+    return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3] + "Z"
+
+
+class _Runtime(BaseModel):
+    model_config = ConfigDict(extra="allow")
+    type: str = "http"
+    url: str = Field(min_length=1)
+
+
+class _Retries(BaseModel):
+    model_config = ConfigDict(extra="allow")
+    attempts: int = Field(ge=0, le=1000)
+
+
+class _StepConfig(BaseModel):
+    model_config = ConfigDict(extra="allow")
+    runtime: _Runtime
+    retries: _Retries | None = None
+
+
+class _TriggerConfig(BaseModel):
+    model_config = ConfigDict(extra="allow")
+    event: str | None = Field(default=None, min_length=1)
+    expression: str | None = None
+    cron: str | None = None
+
+    @model_validator(mode="after")
+    def _one_kind(self) -> _TriggerConfig:
+        if (self.event is None) == (self.cron is None):
+            raise ValueError("a trigger has either 'event' or 'cron'")
+        return self
+
+
+class _FunctionConfig(BaseModel):
+    model_config = ConfigDict(extra="allow")
+    id: str = Field(min_length=1)
+    name: str | None = None
+    triggers: list[_TriggerConfig] = Field(min_length=1)
+    steps: dict[str, _StepConfig]
+
+    @model_validator(mode="after")
+    def _has_step(self) -> _FunctionConfig:
+        if "step" not in self.steps:
+            raise ValueError("steps.step (the runtime entry) is missing")
+        return self
+
+
+class SyncBody(BaseModel):
+    """The body the SDK POSTs to /fn/register (only the fields we act on are typed)."""
+
+    model_config = ConfigDict(extra="allow")
+    appname: str = Field(min_length=1)
+    url: str = Field(min_length=1)
+    functions: list[_FunctionConfig] = Field(min_length=1)
+
+
+_EXPRESSION = re.compile(
+    r"""^\s*event\.((?:[A-Za-z_]\w*)(?:\.[A-Za-z_]\w*)*)\s*(==|!=)\s*"""
+    r"""('(?:[^'\\])*'|"(?:[^"\\])*"|-?\d+(?:\.\d+)?|true|false|null)\s*$"""
+)
+
+
+@dataclass(frozen=True)
+class Expression:
+    """A tiny evaluator for the one CEL shape Inngest's SDK emits itself.
+
+    Supported: ``event.<path> == <literal>`` and ``!=``, where the path is dotted names
+    (``data.function_id``) and the literal a quoted string without escapes, a number,
+    ``true``, ``false`` or ``null``. That covers the on_failure trigger
+    ``event.data.function_id == '<id>'``; anything else is refused at registration.
+    """
+
+    path: tuple[str, ...]
+    negate: bool
+    value: Json
+
+    @classmethod
+    def parse(cls, text: str) -> Expression:
+        match = _EXPRESSION.match(text)
+        if match is None:
+            raise ValueError(
+                f"unsupported trigger expression {text!r}: the local executor understands only "
+                "event.<path> == <literal> (and !=)"
+            )
+        path, op, literal = match.groups()
+        value = literal[1:-1] if literal[0] in "'\"" else json.loads(literal)
+        return cls(tuple(path.split(".")), op == "!=", value)
+
+    def matches(self, event: dict[str, Json]) -> bool:
+        current: Json = event
+        for part in self.path:
+            if not isinstance(current, dict) or part not in current:
+                current = None
+                break
+            current = current[part]
+        equal = current == self.value and type(current) is type(self.value)
+        return equal != self.negate
+
+
+@dataclass(frozen=True)
+class Trigger:
+    event: str | None
+    expression: Expression | None
+    cron: str | None
+
+    def matches(self, name: str, event: dict[str, Json]) -> bool:
+        if self.event is None:
+            return False  # cron triggers are registered but never scheduled locally
+        if self.event.endswith("*"):
+            if not name.startswith(self.event[:-1]):
+                return False
+        elif name != self.event:
+            return False
+        return self.expression is None or self.expression.matches(event)
+
+
+@dataclass
+class FunctionEntry:
+    id: str
+    name: str
+    app: str
+    url: str
+    triggers: list[Trigger]
+    retries: int
+    config: dict[str, Json]
+    registered_at: datetime
+
+    @property
+    def max_attempts(self) -> int:
+        return self.retries + 1
+
+    def to_json(self) -> dict[str, Json]:
+        return {
+            "id": self.id,
+            "name": self.name,
+            "app_id": self.app,
+            "url": self.url,
+            "triggers": self.config.get("triggers", []),
+            "retries": self.retries,
+            "max_attempts": self.max_attempts,
+            "registered_at": iso(self.registered_at),
+        }
+
+
+def entries_from(body: SyncBody, raw: dict[str, Json]) -> list[FunctionEntry]:
+    """Turn a validated sync body into registry entries; ValueError on what we refuse."""
+    seen: set[str] = set()
+    entries: list[FunctionEntry] = []
+    registered_at = now_utc()
+    for index, fn in enumerate(body.functions):
+        if fn.id in seen:
+            raise ValueError(f"functions[{index}].id: duplicate function id {fn.id!r}")
+        seen.add(fn.id)
+        step = fn.steps["step"]
+        parsed = urllib.parse.urlsplit(step.runtime.url)
+        if parsed.scheme not in ("http", "https") or not parsed.netloc:
+            raise ValueError(
+                f"functions[{index}].steps.step.runtime.url: not an http(s) URL: "
+                f"{step.runtime.url!r}"
+            )
+        triggers = []
+        for t_index, trig in enumerate(fn.triggers):
+            try:
+                expr = Expression.parse(trig.expression) if trig.expression else None
+            except ValueError as err:
+                raise ValueError(f"functions[{index}].triggers[{t_index}]: {err}") from None
+            triggers.append(Trigger(trig.event, expr, trig.cron))
+        entries.append(
+            FunctionEntry(
+                id=fn.id,
+                name=fn.name or fn.id,
+                app=body.appname,
+                url=step.runtime.url,
+                triggers=triggers,
+                retries=step.retries.attempts if step.retries else DEFAULT_RETRIES,
+                config=raw["functions"][index],
+                registered_at=registered_at,
+            )
+        )
+    return entries
