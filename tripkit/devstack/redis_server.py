@@ -8,11 +8,7 @@ and a private temporary directory. Three things make sure it never lingers:
   even when the parent itself is SIGKILLed and no Python code runs;
 * a sweep, at each start, of temporary directories left behind by dead owners.
 
-The PDEATHSIG caveat: the signal fires when the *thread* that forked the child exits, not
-the process. ``start()`` therefore forks from the main thread when called there (pytest
-fixtures, scripts, notebooks), and otherwise hands the fork to one long-lived daemon
-thread, so a server started from a worker thread (``asyncio.to_thread``, an executor)
-survives that worker.
+Spawning (and the PDEATHSIG thread caveat) lives in :mod:`tripkit.devstack.process`.
 
 Run it alone with ``python -m tripkit.devstack.redis_server --port 6379``.
 """
@@ -21,10 +17,8 @@ from __future__ import annotations
 
 import argparse
 import atexit
-import ctypes
 import importlib.util
 import os
-import queue
 import shutil
 import signal
 import socket
@@ -33,8 +27,6 @@ import sys
 import tempfile
 import threading
 import time
-from collections.abc import Callable
-from concurrent.futures import Future
 from pathlib import Path
 from types import TracebackType
 from typing import Any
@@ -44,6 +36,7 @@ import redis
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 
+from tripkit.devstack.process import spawn
 from tripkit.errors import ConfigError, StoreError
 
 ENV_BINARY = "TRIPKIT_REDIS_SERVER"
@@ -53,7 +46,6 @@ STOP_GRACE = 5.0
 _DIR_PREFIX = "tripkit-redis-"
 _LOG_NAME = "redis.log"
 _PORT_ATTEMPTS = 5
-_PR_SET_PDEATHSIG = 1
 
 
 class EmbeddedRedisError(StoreError):
@@ -258,7 +250,7 @@ class EmbeddedRedis:
         with os.fdopen(fd, "w", encoding="utf-8") as fh:
             fh.write("\n".join(lines) + "\n")
         with open(self._dir / _LOG_NAME, "wb") as log:
-            self._proc = _spawn([str(binary), str(config)], log)
+            self._proc = spawn([str(binary), str(config)], log=log)
 
     def _wait_ready(self, timeout: float) -> None:
         """Poll until *our* process answers (INFO's process_id), not just any listener."""
@@ -330,88 +322,6 @@ def _pid_alive(pid: int) -> bool:
     except PermissionError:
         return True  # someone else's process
     return True
-
-
-# -- spawning with PR_SET_PDEATHSIG --------------------------------------------------
-
-
-def _pdeathsig_preexec() -> Callable[[], None] | None:
-    """A preexec_fn that makes the kernel SIGKILL the child when its parent dies (Linux).
-
-    Everything is resolved in the parent, so the child only makes one libc call between
-    fork and exec. If the parent already died before prctl ran, exit at once.
-    """
-    if not sys.platform.startswith("linux"):
-        return None
-    try:
-        prctl = ctypes.CDLL(None, use_errno=True).prctl
-    except (OSError, AttributeError):
-        return None
-    prctl.argtypes = [ctypes.c_int, ctypes.c_ulong, ctypes.c_ulong, ctypes.c_ulong, ctypes.c_ulong]
-    prctl.restype = ctypes.c_int
-    parent = os.getpid()
-    sig = int(signal.SIGKILL)
-
-    def preexec() -> None:
-        prctl(_PR_SET_PDEATHSIG, sig, 0, 0, 0)
-        if os.getppid() != parent:
-            os._exit(1)
-
-    return preexec
-
-
-def _popen(argv: list[str], log: Any) -> subprocess.Popen[bytes]:
-    preexec = _pdeathsig_preexec()
-    return subprocess.Popen(
-        argv,
-        stdin=subprocess.DEVNULL,
-        stdout=log,
-        stderr=subprocess.STDOUT,
-        preexec_fn=preexec,
-        # With PDEATHSIG guarding it, keep the server out of the terminal's process group
-        # so Ctrl-C reaches the owner, which then stops the server in order.
-        start_new_session=preexec is not None,
-    )
-
-
-class _Spawner:
-    """One long-lived daemon thread that forks on behalf of short-lived threads."""
-
-    def __init__(self) -> None:
-        self._jobs: queue.SimpleQueue[tuple[list[str], Any, Future[subprocess.Popen[bytes]]]] = (
-            queue.SimpleQueue()
-        )
-        self._thread: threading.Thread | None = None
-        self._lock = threading.Lock()
-
-    def spawn(self, argv: list[str], log: Any) -> subprocess.Popen[bytes]:
-        with self._lock:
-            if self._thread is None or not self._thread.is_alive():
-                self._thread = threading.Thread(
-                    target=self._run, name="tripkit-redis-spawner", daemon=True
-                )
-                self._thread.start()
-        future: Future[subprocess.Popen[bytes]] = Future()
-        self._jobs.put((argv, log, future))
-        return future.result()
-
-    def _run(self) -> None:
-        while True:
-            argv, log, future = self._jobs.get()
-            try:
-                future.set_result(_popen(argv, log))
-            except BaseException as exc:
-                future.set_exception(exc)
-
-
-_spawner = _Spawner()
-
-
-def _spawn(argv: list[str], log: Any) -> subprocess.Popen[bytes]:
-    """Fork from the main thread, or from the spawner thread (see the module docstring)."""
-    if threading.current_thread() is threading.main_thread():
-        return _popen(argv, log)
-    return _spawner.spawn(argv, log)
 
 
 # -- python -m tripkit.devstack.redis_server -------------------------------------------
