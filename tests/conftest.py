@@ -11,9 +11,11 @@ from collections.abc import Iterator
 
 import pytest
 import redis
+from helpers import ModelControl
 
 from tripkit.devstack.redis_server import EmbeddedRedis
 from tripkit.devstack.rest_gateway import BackgroundGateway
+from tripkit.devstack.stack import LocalStack, StackConfig
 
 
 @pytest.fixture(scope="session")
@@ -43,3 +45,21 @@ def flush_redis(redis_url: str) -> Iterator[redis.Redis]:
     client.flushall()
     yield client
     client.close()
+
+
+@pytest.fixture(scope="session")
+def stack() -> Iterator[LocalStack]:
+    """The whole offline stack as separate processes (`tripkit dev`), fast settings:
+    no streaming delay, executor retries after 50-400 ms instead of 15 s-5 min."""
+    config = StackConfig(chunk_delay=0.0, backoff_ms=[50, 100, 200, 400], unreachable_budget=30)
+    with LocalStack(config) as running:
+        yield running
+
+
+@pytest.fixture
+def model_control(stack: LocalStack) -> Iterator[ModelControl]:
+    """The model server's test switches, reset before and after each test."""
+    control = ModelControl(stack.openai_base_url)
+    control.reset()
+    yield control
+    control.reset()

@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
+from typing import Any
 
+import httpx
 import psutil
 
 from tripkit.devstack.redis_server import free_port
 
-__all__ = ["free_port", "process_gone", "wait_until"]
+__all__ = ["ModelControl", "free_port", "process_gone", "wait_final", "wait_until"]
 
 
 def wait_until(predicate: Callable[[], bool], timeout: float = 5.0, interval: float = 0.02) -> bool:
@@ -29,3 +31,40 @@ def process_gone(pid: int) -> bool:
         return bool(psutil.Process(pid).status() == psutil.STATUS_ZOMBIE)
     except psutil.NoSuchProcess:
         return True
+
+
+class ModelControl:
+    """The offline model server's ``/_control`` switches (faults, stats), over HTTP."""
+
+    def __init__(self, openai_base_url: str) -> None:
+        self.base = openai_base_url.removesuffix("/v1")
+
+    def reset(self) -> None:
+        httpx.post(f"{self.base}/_control/reset", timeout=5).raise_for_status()
+
+    def fault(self, **fault: Any) -> None:
+        httpx.post(f"{self.base}/_control/faults", json=fault, timeout=5).raise_for_status()
+
+    def stats(self) -> dict[str, Any]:
+        response = httpx.get(f"{self.base}/_control/stats", timeout=5)
+        response.raise_for_status()
+        result: dict[str, Any] = response.json()
+        return result
+
+    def served(self, task: str, index: int | None = None) -> int:
+        """How many calls of this task (and bundle index) streamed to the end."""
+        return sum(1 for s in self.stats()["served"] if s["task"] == task and s["index"] == index)
+
+
+def wait_final(api_url: str, session_id: str, timeout: float = 60.0) -> dict[str, Any]:
+    """Poll ``GET /api/session/{id}`` until completed or failed; return the last body."""
+    deadline = time.monotonic() + timeout
+    while True:
+        body: dict[str, Any] = httpx.get(f"{api_url}/api/session/{session_id}", timeout=10).json()
+        if body.get("status") in ("completed", "failed"):
+            return body
+        if time.monotonic() > deadline:
+            raise AssertionError(
+                f"session {session_id} still {body.get('status')} after {timeout} s"
+            )
+        time.sleep(0.1)

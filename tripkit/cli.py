@@ -39,6 +39,35 @@ async def _session(args: argparse.Namespace) -> int:
     return 0
 
 
+def _dev(args: argparse.Namespace) -> int:
+    # The local stack is imported here only: production code never loads it.
+    import signal
+    import threading
+
+    from tripkit.devstack.stack import LocalStack, StackConfig
+
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    config = StackConfig(api_port=args.port, chunk_delay=args.chunk_delay)
+    with LocalStack(config) as stack:
+        print("tripkit dev ready", flush=True)
+        for name, value in stack.env.items():
+            print(f"{name}={value}", flush=True)
+        print(f"# logs: {stack.log_dir}; Ctrl-C stops everything", flush=True)
+        try:
+            while not stop.wait(0.5):
+                pass
+        except KeyboardInterrupt:
+            pass
+    return 0
+
+
+def _demo(args: argparse.Namespace) -> int:
+    from tripkit.devstack.demo import run_demo
+
+    return run_demo(poll_interval=args.poll_interval, chunk_delay=args.chunk_delay)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="tripkit", description=__doc__.splitlines()[0])
     parser.add_argument("--version", action="version", version=f"tripkit {__version__}")
@@ -51,6 +80,16 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("config", help="show the settings in effect (secrets as set/unset)")
     p.set_defaults(func=_config)
+
+    p = sub.add_parser("dev", help="run the offline stack until Ctrl-C")
+    p.add_argument("--port", type=int, default=8000, help="the API's port (0: a free one)")
+    p.add_argument("--chunk-delay", type=float, default=0.02, help="model streaming pace (s)")
+    p.set_defaults(func=_dev)
+
+    p = sub.add_parser("demo", help="generate bundles end to end on the offline stack")
+    p.add_argument("--poll-interval", type=float, default=2.0, help="seconds between polls")
+    p.add_argument("--chunk-delay", type=float, default=0.02, help="model streaming pace (s)")
+    p.set_defaults(func=_demo)
 
     p = sub.add_parser("session", help="print one session as the API would serve it")
     p.add_argument("session_id")

@@ -1,0 +1,275 @@
+"""The HTTP API, as the original app exposes it, plus the Inngest serve endpoint.
+
+- ``POST /api/generate-bundles`` -> 202 ``{sessionId, status, pollUrl}``
+- ``GET /api/session/{id}`` -> 200 the session, 404 ``{"error": "Session not found"}``
+- ``/api/inngest`` -> the Inngest SDK's serve handler (signed in production)
+- ``GET /healthz`` -> Redis and Inngest reachability
+
+``uvicorn tripkit.api:app`` serves it, configured from the environment / ``.env.local``.
+Every error is JSON with an ``error`` and, where one helps, a ``hint``; never a traceback.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable, MutableMapping
+from contextlib import asynccontextmanager
+from functools import cache
+from typing import Any
+
+import httpx
+import inngest
+import inngest.fast_api
+import openai
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+
+from tripkit import signing
+from tripkit.config import Settings, load_settings
+from tripkit.errors import (
+    ConfigError,
+    InvalidSessionId,
+    SessionNotFound,
+    StoreError,
+    TripkitError,
+)
+from tripkit.model import ModelAuthError, ModelClient
+from tripkit.models import Preferences, Session, WireModel
+from tripkit.store import SessionStore
+from tripkit.trigger import TriggerError, request_bundles
+from tripkit.worker import Worker, create_functions, inngest_client
+
+log = logging.getLogger("tripkit.api")
+
+SERVE_PATH = "/api/inngest"
+#: Preferences are small; anything bigger is a mistake or an attack.
+MAX_API_BODY = 64 * 1024
+#: Inngest sends the run's step outputs with each call (Inngest caps a run's state at 32 MiB).
+MAX_INNGEST_BODY = 32 * 1024 * 1024
+
+Scope = MutableMapping[str, Any]
+Message = MutableMapping[str, Any]
+Receive = Callable[[], Awaitable[Message]]
+Send = Callable[[Message], Awaitable[None]]
+ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
+
+
+class Accepted(WireModel):
+    """The answer to a generation request: where to poll."""
+
+    session_id: str
+    status: str
+    poll_url: str
+
+
+def error_body(error: str, hint: str | None = None, **extra: Any) -> dict[str, Any]:
+    body: dict[str, Any] = {"error": error, **extra}
+    if hint:
+        body["hint"] = hint
+    return body
+
+
+async def _send_json(send: Send, status: int, body: dict[str, Any]) -> None:
+    response = JSONResponse(body, status_code=status)
+    await send({"type": "http.response.start", "status": status, "headers": response.raw_headers})
+    await send({"type": "http.response.body", "body": response.body})
+
+
+class Guard:
+    """ASGI middleware: body size limits, and the signature replay window on /api/inngest.
+
+    inngest 0.5.x accepts a correctly signed request of any age; Inngest's SDK spec says a
+    5-minute window SHOULD be enforced, so in production we verify here first.
+    """
+
+    def __init__(self, app: ASGIApp, settings: Settings) -> None:
+        self.app = app
+        self.signing_key = settings.inngest_signing_key
+        self.fallback_key = settings.inngest_signing_key_fallback
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        path: str = scope["path"]
+        limit = MAX_INNGEST_BODY if path == SERVE_PATH else MAX_API_BODY
+        declared = dict(scope["headers"]).get(b"content-length")
+        if declared is not None and declared.isdigit() and int(declared) > limit:
+            await _send_json(send, 413, error_body("Request body too large", limit=limit))
+            return
+        body = b""
+        more = True
+        while more:
+            message = await receive()
+            if message["type"] == "http.disconnect":
+                return
+            body += message.get("body", b"")
+            more = message.get("more_body", False)
+            if len(body) > limit:
+                await _send_json(send, 413, error_body("Request body too large", limit=limit))
+                return
+        if path == SERVE_PATH and scope["method"] == "POST" and self.signing_key is not None:
+            headers = {
+                k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope["headers"]
+            }
+            try:
+                signing.verify(
+                    headers.get("x-inngest-signature"),
+                    body,
+                    self.signing_key.get_secret_value(),
+                    fallback=(self.fallback_key.get_secret_value() if self.fallback_key else None),
+                )
+            except signing.SignatureError as exc:
+                await _send_json(send, 401, error_body("Invalid signature", exc.message))
+                return
+
+        replayed = False
+
+        async def replay() -> Message:
+            nonlocal replayed
+            if not replayed:
+                replayed = True
+                return {"type": "http.request", "body": body, "more_body": False}
+            return await receive()
+
+        await self.app(scope, replay, send)
+
+
+def _field(loc: tuple[Any, ...]) -> str:
+    parts = [str(p) for p in loc if p not in ("body", "path", "query")]
+    return ".".join(parts) or "body"
+
+
+def model_factory(settings: Settings) -> Callable[[], ModelClient]:
+    """A lazily built model client: a missing key fails the run, not the app's start."""
+
+    @cache
+    def build() -> ModelClient:
+        if settings.openai_api_key is None:
+            raise ModelAuthError("OPENAI_API_KEY is not set.")
+        client = openai.AsyncOpenAI(
+            api_key=settings.openai_api_key.get_secret_value(),
+            base_url=settings.openai_base_url,
+            max_retries=0,  # Inngest retries the step, with backoff
+            timeout=120.0,
+        )
+        return ModelClient(client, settings.openai_model)
+
+    return build
+
+
+def create_app(settings: Settings | None = None) -> FastAPI:
+    """The app, wired from ``settings`` (default: the environment and ``.env.local``)."""
+    settings = settings or load_settings()
+    settings.redis_transport_name  # noqa: B018 - fail at start if no Redis is configured
+    store = SessionStore.from_settings(settings)
+    client = inngest_client(settings)
+    worker = Worker(store=store, model=model_factory(settings))
+
+    @asynccontextmanager
+    async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        yield
+        await store.aclose()
+
+    app = FastAPI(title="tripkit", version="0.1.0", lifespan=lifespan)
+    app.state.settings = settings
+    app.state.store = store
+    app.state.inngest = client
+
+    @app.exception_handler(RequestValidationError)
+    async def invalid(_: Request, exc: RequestValidationError) -> JSONResponse:
+        problems = [{"field": _field(e["loc"]), "message": e["msg"]} for e in exc.errors()]
+        return JSONResponse(
+            error_body(
+                "Invalid request", "Fix the fields listed in 'problems'.", problems=problems
+            ),
+            status_code=422,
+        )
+
+    @app.exception_handler(InvalidSessionId)
+    async def bad_id(_: Request, exc: InvalidSessionId) -> JSONResponse:
+        return JSONResponse(error_body("Malformed session id", exc.remedy), status_code=400)
+
+    @app.exception_handler(SessionNotFound)
+    async def not_found(_: Request, exc: SessionNotFound) -> JSONResponse:
+        return JSONResponse(error_body("Session not found", exc.remedy), status_code=404)
+
+    @app.exception_handler(StoreError)
+    async def store_down(_: Request, exc: StoreError) -> JSONResponse:
+        log.warning("redis error: %s", exc.message)
+        return JSONResponse(error_body("Session store unavailable", str(exc)), status_code=503)
+
+    @app.exception_handler(TriggerError)
+    async def trigger_failed(_: Request, exc: TriggerError) -> JSONResponse:
+        return JSONResponse(error_body("Could not start the generation", str(exc)), status_code=503)
+
+    @app.exception_handler(Exception)
+    async def unexpected(_: Request, exc: Exception) -> JSONResponse:
+        log.exception("unexpected error")
+        return JSONResponse(error_body("Internal error"), status_code=500)
+
+    @app.post("/api/generate-bundles", status_code=202)
+    async def generate_bundles(preferences: Preferences) -> Accepted:
+        session = await request_bundles(preferences, store=store, client=client)
+        return Accepted(
+            session_id=session.session_id,
+            status=session.status.value,
+            poll_url=f"/api/session/{session.session_id}",
+        )
+
+    @app.get("/api/session/{session_id}")
+    async def get_session(session_id: str) -> JSONResponse:
+        session: Session = await store.get(session_id)
+        return JSONResponse(session.model_dump(mode="json", by_alias=True))
+
+    @app.get("/healthz")
+    async def healthz() -> JSONResponse:
+        report = {"redis": await _redis_health(store), "inngest": await _inngest_health(settings)}
+        healthy = all(part["ok"] is not False for part in report.values())
+        return JSONResponse(
+            {"status": "ok" if healthy else "degraded", **report},
+            status_code=200 if healthy else 503,
+        )
+
+    inngest.fast_api.serve(app, client, create_functions(client, worker), serve_path=SERVE_PATH)
+    app.add_middleware(Guard, settings=settings)
+    return app
+
+
+async def _redis_health(store: SessionStore) -> dict[str, Any]:
+    started = time.perf_counter()
+    try:
+        await store.transport.execute("PING", retry_safe=True)
+    except TripkitError as exc:
+        return {"ok": False, "transport": store.transport.name, "error": str(exc)}
+    ms = round((time.perf_counter() - started) * 1000, 1)
+    return {"ok": True, "transport": store.transport.name, "latencyMs": ms}
+
+
+async def _inngest_health(settings: Settings) -> dict[str, Any]:
+    if settings.inngest_base_url is None:
+        return {"ok": None, "detail": "Inngest Cloud; not probed (see `tripkit check`)"}
+    url = f"{settings.inngest_base_url}/health"
+    try:
+        async with httpx.AsyncClient(timeout=2.0) as http:
+            response = await http.get(url)
+    except httpx.HTTPError as exc:
+        return {"ok": False, "url": settings.inngest_base_url, "error": type(exc).__name__}
+    return {"ok": response.status_code == 200, "url": settings.inngest_base_url}
+
+
+def __getattr__(name: str) -> Any:
+    """``tripkit.api:app`` is built on first access, so importing the module is free and a
+    configuration error ends the server with a clear message instead of a traceback."""
+    if name != "app":
+        raise AttributeError(name)
+    try:
+        application = create_app()
+    except ConfigError as exc:
+        print(f"tripkit: {exc}", file=sys.stderr)
+        raise SystemExit(2) from None
+    globals()["app"] = application
+    return application

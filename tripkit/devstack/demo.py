@@ -1,0 +1,175 @@
+"""`tripkit demo`: the main job, end to end, on the offline stack.
+
+Brings the stack up, requests bundles through the HTTP API like the original client,
+polls every 2 s with a progress bar and each summary as it lands, prints the bundles and
+the timings and the Redis commands used, and tears everything down.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+import time
+from dataclasses import dataclass
+from typing import TextIO
+
+import redis
+
+from tripkit.client import ApiClient
+from tripkit.devstack.stack import LocalStack, StackConfig
+from tripkit.models import Preferences, Session, Status
+
+SAMPLE_PREFERENCES = Preferences(
+    interests=["food", "museums", "architecture"],
+    trip_length_days=5,
+    budget=4000,
+    currency="EUR",
+    travellers=2,
+    pace="balanced",
+    notes="We love long lunches and walking tours.",
+    bundle_count=3,
+)
+
+
+@dataclass
+class DemoResult:
+    session: Session
+    seconds_to_session_id: float
+    polls: int
+    redis_commands: dict[str, int]
+
+
+def progress_bar(done: int, total: int, width: int = 24) -> str:
+    filled = round(width * done / total) if total else 0
+    return f"[{'#' * filled}{'.' * (width - filled)}] {done}/{total}"
+
+
+class RedisCommandCounter:
+    """What the Redis server executed, by command (INFO commandstats), from a reset on.
+
+    One quiet connection (RESP2, no client-info handshake) so the measurement adds only
+    CONFIG and INFO, which are left out of the counts.
+    """
+
+    def __init__(self, redis_url: str) -> None:
+        self._client = redis.Redis.from_url(redis_url, protocol=2, lib_name=None, lib_version=None)
+
+    def reset(self) -> None:
+        self._client.config_resetstat()
+
+    def counts(self) -> dict[str, int]:
+        stats = self._client.info("commandstats")
+        out = {}
+        for name, value in stats.items():
+            command = name.removeprefix("cmdstat_").upper()
+            if command not in ("INFO", "CONFIG"):
+                out[command] = int(value["calls"])
+        return out
+
+    def close(self) -> None:
+        self._client.close()
+
+
+async def run_generation(
+    api_url: str,
+    preferences: Preferences,
+    *,
+    poll_interval: float,
+    out: TextIO,
+    timeout: float = 600.0,
+) -> tuple[Session, float, int]:
+    """Request bundles and follow them to the end, printing as the original UI would."""
+    async with ApiClient(api_url) as api:
+        started = time.perf_counter()
+        session_id = await api.request_bundles(preferences)
+        to_id = time.perf_counter() - started
+        print(
+            f"sessionId {session_id} in {to_id * 1000:.0f} ms; polling every {poll_interval:g} s",
+            file=out,
+        )
+        shown: set[int] = set()
+        final: Session | None = None
+        async for session in api.watch(session_id, interval=poll_interval, timeout=timeout):
+            for summary in session.summaries:
+                if summary.index not in shown:
+                    shown.add(summary.index)
+                    print(
+                        f"\n  #{summary.index + 1} {summary.title} ({summary.destination})",
+                        file=out,
+                    )
+                    print(f"     {summary.text}", file=out)
+            bar = progress_bar(session.progress.done, session.progress.total)
+            print(f"  {bar}  {session.status.value}", file=out, flush=True)
+            final = session
+        assert final is not None
+        return final, to_id, api.polls
+
+
+def print_bundles(session: Session, out: TextIO) -> None:
+    rows = [("#", "bundle", "destination", "nights", "cost")]
+    for b in session.bundles:
+        rows.append(
+            (
+                str(b.index + 1),
+                b.title,
+                f"{b.destination}, {b.country}".strip(", "),
+                str(b.nights),
+                f"{b.estimated_cost:,.0f} {b.currency}",
+            )
+        )
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+    for n, row in enumerate(rows):
+        print(
+            "  " + "  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)), file=out
+        )
+        if n == 0:
+            print("  " + "  ".join("-" * w for w in widths), file=out)
+
+
+def print_timings(result: DemoResult, out: TextIO) -> None:
+    s = result.session
+    print("\nTimings", file=out)
+    print(f"  time to sessionId      {result.seconds_to_session_id * 1000:8.0f} ms", file=out)
+    if s.first_summary_at is not None:
+        first = (s.first_summary_at - s.created_at).total_seconds()
+        print(f"  time to first summary  {first:8.1f} s", file=out)
+    if s.completed_at is not None:
+        print(
+            f"  time to completion     {(s.completed_at - s.created_at).total_seconds():8.1f} s",
+            file=out,
+        )
+    total = sum(result.redis_commands.values())
+    detail = ", ".join(f"{k} {v}" for k, v in sorted(result.redis_commands.items()))
+    print(f"\nRedis commands: {total} ({detail}); polls: {result.polls}", file=out)
+
+
+def run_demo(
+    *,
+    poll_interval: float = 2.0,
+    chunk_delay: float = 0.02,
+    preferences: Preferences = SAMPLE_PREFERENCES,
+    out: TextIO = sys.stdout,
+) -> int:
+    """Run the whole demo; returns the exit status (0 when the generation completed)."""
+    print(
+        "Starting the offline stack (Redis, REST gateway, executor, model server, app)...",
+        file=out,
+        flush=True,
+    )
+    with LocalStack(StackConfig(chunk_delay=chunk_delay)) as stack:
+        print(f"  app at {stack.api_url}\n", file=out)
+        counter = RedisCommandCounter(stack.redis_url)
+        counter.reset()
+        session, to_id, polls = asyncio.run(
+            run_generation(stack.api_url, preferences, poll_interval=poll_interval, out=out)
+        )
+        result = DemoResult(session, to_id, polls, counter.counts())
+        counter.close()
+        print("", file=out)
+        if session.status is Status.COMPLETED:
+            print_bundles(session, out)
+        else:
+            print(f"The generation failed: {session.error}", file=out)
+        print_timings(result, out)
+        print("\nStopping the stack.", file=out)
+    return 0 if session.status is Status.COMPLETED else 1

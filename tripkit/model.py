@@ -1,0 +1,261 @@
+"""Talking to the model: the prompt contract, streaming, and parsing the stream as it lands.
+
+The real ``openai`` client streams Chat Completions with usage included, from
+``OPENAI_BASE_URL`` (OpenAI itself, or tripkit's offline model server). Two calls:
+
+- *plan*: one JSON object ``{"outlines": [{index, destination, country, theme}, ...]}``;
+- *bundle*: two NDJSON lines, ``{"summary": {...}}`` then ``{"bundle": {...}}``, so the
+  summary can be written to the session before the long bundle has finished streaming.
+
+The request itself is a fenced JSON block at the end of the user message, so a real
+model and the offline server read the same prompt.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any
+
+import openai
+from pydantic import Field, ValidationError
+
+from tripkit.errors import TripkitError
+from tripkit.models import MAX_BUNDLES, Bundle, Preferences, Summary, WireModel
+
+SYSTEM_PROMPT = """You are a travel planner for the app "special-trips".
+You answer only with JSON, never with prose or Markdown fences.
+The request is the JSON block at the end of the user's message.
+- For {"task": "plan", "count": N}: answer one JSON object
+  {"outlines": [{"index": 0, "destination": "...", "country": "...", "theme": "..."}, ...]}
+  with N distinct destinations that fit the preferences.
+- For {"task": "bundle", "index": i, "outline": {...}}: answer exactly two lines.
+  Line 1: {"summary": {"index": i, "title": "...", "destination": "...", "text": "2-4 sentences"}}
+  Line 2: {"bundle": {"index": i, "title": "...", "destination": "...", "country": "...",
+  "nights": <days-1>, "estimatedCost": <total for the party, within the budget>,
+  "currency": "<preferences currency>", "highlights": ["..."],
+  "itinerary": [{"day": 1, "title": "...", "activities": ["..."]}, ... one per day]}}
+"""
+
+
+class Outline(WireModel):
+    """One planned bundle: where, and the angle it takes."""
+
+    index: int = Field(ge=0, lt=MAX_BUNDLES)
+    destination: str = Field(min_length=1, max_length=200)
+    country: str = Field(default="", max_length=100)
+    theme: str = Field(default="", max_length=300)
+
+
+@dataclass(frozen=True)
+class Usage:
+    """Tokens one model call used, as reported by the stream's final chunk."""
+
+    model: str
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+
+    @property
+    def total_tokens(self) -> int:
+        return self.prompt_tokens + self.completion_tokens
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "model": self.model,
+            "promptTokens": self.prompt_tokens,
+            "completionTokens": self.completion_tokens,
+        }
+
+
+class ModelError(TripkitError):
+    """The model call failed. ``retriable`` says whether trying again can help."""
+
+    retriable = True
+
+
+class ModelAuthError(ModelError):
+    retriable = False
+    remedy = "The model API rejected the key: check OPENAI_API_KEY."
+
+
+class ModelNotAvailable(ModelError):
+    retriable = False
+    remedy = "Check TRIPKIT_OPENAI_MODEL (or OPENAI_MODEL) against the models your key can use."
+
+
+class ModelOutputError(ModelError):
+    """The model answered, but not in the agreed format; a new attempt usually fixes it."""
+
+    remedy = "The model's answer was malformed; the step is retried."
+
+
+def request_message(request: dict[str, Any]) -> str:
+    """The user message: a short instruction and the request as a fenced JSON block."""
+    return (
+        "Plan according to these preferences and answer in the format described.\n"
+        f"```json\n{json.dumps(request, separators=(',', ':'))}\n```"
+    )
+
+
+def plan_request(preferences: Preferences) -> dict[str, Any]:
+    return {
+        "task": "plan",
+        "preferences": preferences.model_dump(mode="json", by_alias=True),
+        "count": preferences.bundle_count,
+    }
+
+
+def bundle_request(preferences: Preferences, outline: Outline) -> dict[str, Any]:
+    return {
+        "task": "bundle",
+        "preferences": preferences.model_dump(mode="json", by_alias=True),
+        "index": outline.index,
+        "outline": outline.model_dump(mode="json", by_alias=True),
+    }
+
+
+class LineParser:
+    """Splits streamed text into complete JSON lines, whatever the chunk boundaries."""
+
+    def __init__(self) -> None:
+        self._buffer = ""
+
+    def feed(self, text: str) -> list[dict[str, Any]]:
+        self._buffer += text
+        *complete, self._buffer = self._buffer.split("\n")
+        return [_json_line(line) for line in complete if line.strip()]
+
+    def close(self) -> list[dict[str, Any]]:
+        rest, self._buffer = self._buffer, ""
+        return [_json_line(rest)] if rest.strip() else []
+
+
+def _json_line(line: str) -> dict[str, Any]:
+    try:
+        value = json.loads(line)
+    except json.JSONDecodeError:
+        raise ModelOutputError(f"The model sent a line that is not JSON: {line[:80]!r}.") from None
+    if not isinstance(value, dict):
+        raise ModelOutputError("The model sent a JSON line that is not an object.")
+    return value
+
+
+def parse_plan(text: str, count: int) -> list[Outline]:
+    """The outlines of a plan answer, re-indexed 0..count-1 in the order given."""
+    try:
+        raw = json.loads(text.strip())
+        outlines = [Outline.model_validate(o) for o in raw["outlines"]]
+    except (json.JSONDecodeError, KeyError, TypeError, ValidationError):
+        raise ModelOutputError("The model's plan is not the agreed JSON.") from None
+    if len(outlines) < count:
+        raise ModelOutputError(f"The model planned {len(outlines)} bundles, not {count}.")
+    return [o.model_copy(update={"index": i}) for i, o in enumerate(outlines[:count])]
+
+
+def translate_error(exc: openai.OpenAIError) -> ModelError:
+    """Map the client's exceptions to tripkit's, deciding what is worth a retry."""
+    if isinstance(exc, openai.AuthenticationError | openai.PermissionDeniedError):
+        return ModelAuthError(f"The model API answered {exc.status_code}.")
+    if isinstance(exc, openai.NotFoundError):
+        return ModelNotAvailable("The model API does not know the configured model.")
+    if isinstance(exc, openai.RateLimitError):
+        return ModelError("The model API is rate limiting (429); retrying with backoff.")
+    if isinstance(exc, openai.APITimeoutError):
+        return ModelError("The model API timed out; retrying.")
+    if isinstance(exc, openai.APIConnectionError):
+        return ModelError("Cannot reach the model API (check OPENAI_BASE_URL); retrying.")
+    if isinstance(exc, openai.APIStatusError):
+        retriable = exc.status_code >= 500 or exc.status_code in (408, 409)
+        err = ModelError(f"The model API answered {exc.status_code}.")
+        err.retriable = retriable
+        return err
+    return ModelError(f"The model call failed: {type(exc).__name__}.")
+
+
+class ModelClient:
+    """The two calls the worker makes, over one ``AsyncOpenAI`` client."""
+
+    def __init__(self, client: openai.AsyncOpenAI, model: str) -> None:
+        self.client = client
+        self.model = model
+
+    async def _stream(
+        self, request: dict[str, Any], on_text: Callable[[str], Awaitable[None]]
+    ) -> Usage:
+        usage = Usage(self.model)
+        finished = False
+        try:
+            stream = await self.client.chat.completions.create(
+                model=self.model,
+                messages=[
+                    {"role": "system", "content": SYSTEM_PROMPT},
+                    {"role": "user", "content": request_message(request)},
+                ],
+                stream=True,
+                stream_options={"include_usage": True},
+            )
+            async for chunk in stream:
+                if chunk.usage is not None:
+                    usage = Usage(
+                        chunk.model or self.model,
+                        chunk.usage.prompt_tokens,
+                        chunk.usage.completion_tokens,
+                    )
+                for choice in chunk.choices:
+                    if choice.delta.content:
+                        await on_text(choice.delta.content)
+                    if choice.finish_reason is not None:
+                        finished = True
+        except openai.OpenAIError as exc:
+            raise translate_error(exc) from None
+        if not finished:
+            raise ModelOutputError("The model's stream ended before it finished.")
+        return usage
+
+    async def plan(self, preferences: Preferences) -> tuple[list[Outline], Usage]:
+        parts: list[str] = []
+
+        async def collect(text: str) -> None:
+            parts.append(text)
+
+        usage = await self._stream(plan_request(preferences), collect)
+        return parse_plan("".join(parts), preferences.bundle_count), usage
+
+    async def bundle(
+        self,
+        preferences: Preferences,
+        outline: Outline,
+        on_summary: Callable[[Summary], Awaitable[None]],
+    ) -> tuple[Summary, Bundle, Usage]:
+        """Stream one bundle; ``on_summary`` runs as soon as the summary line is complete."""
+        parser = LineParser()
+        found: dict[str, Any] = {}
+
+        async def take(lines: list[dict[str, Any]]) -> None:
+            for line in lines:
+                if "summary" in line and "summary" not in found:
+                    found["summary"] = _validated(Summary, line["summary"], outline.index)
+                    await on_summary(found["summary"])
+                elif "bundle" in line and "bundle" not in found:
+                    found["bundle"] = _validated(Bundle, line["bundle"], outline.index)
+
+        async def on_text(text: str) -> None:
+            await take(parser.feed(text))
+
+        usage = await self._stream(bundle_request(preferences, outline), on_text)
+        await take(parser.close())
+        if "summary" not in found or "bundle" not in found:
+            raise ModelOutputError("The model's answer lacks the summary or the bundle line.")
+        return found["summary"], found["bundle"], usage
+
+
+def _validated(kind: type[Summary] | type[Bundle], value: Any, index: int) -> Any:
+    if isinstance(value, dict):
+        value = {**value, "index": index}
+    try:
+        return kind.model_validate(value)
+    except ValidationError as exc:
+        raise ModelOutputError(
+            f"The model's {kind.__name__.lower()} is malformed ({exc.error_count()} problems)."
+        ) from None
