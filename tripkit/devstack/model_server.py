@@ -372,12 +372,28 @@ class _EventStream(Response):
         self.init_headers({"cache-control": "no-cache", "x-accel-buffering": "no"})
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        await send({"type": "http.response.start", "status": 200, "headers": self.raw_headers})
-        async for event in self._events:
-            if event is None:
-                return  # uvicorn closes the connection mid-body, as a network cut would
-            await send({"type": "http.response.body", "body": event, "more_body": True})
-        await send({"type": "http.response.body", "body": b"", "more_body": False})
+        # uvicorn drops writes to a closed connection silently, so watch for the client
+        # going away (the app was killed mid-stream): a stream nobody read is not "served".
+        gone = asyncio.Event()
+
+        async def watch() -> None:
+            while (await receive())["type"] != "http.disconnect":
+                pass
+            gone.set()
+
+        watcher = asyncio.create_task(watch())
+        try:
+            await send({"type": "http.response.start", "status": 200, "headers": self.raw_headers})
+            async for event in self._events:
+                if event is None:
+                    return  # uvicorn closes the connection mid-body, as a network cut would
+                if gone.is_set():
+                    return
+                await send({"type": "http.response.body", "body": event, "more_body": True})
+            await send({"type": "http.response.body", "body": b"", "more_body": False})
+        finally:
+            watcher.cancel()
+            await self._events.aclose()  # type: ignore[attr-defined]
 
 
 # --- the app ------------------------------------------------------------------------------

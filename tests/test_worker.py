@@ -1,0 +1,185 @@
+"""The generation end to end on the offline stack: real processes, real HTTP, real Redis.
+
+The app runs `uvicorn tripkit.api:app`; the executor drives the real inngest SDK; the
+worker streams through the real openai client from the model server.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+import httpx
+import pytest
+import redis
+from helpers import ModelControl, wait_final, wait_until
+
+from tripkit.devstack.stack import LocalStack, StackConfig
+
+PREFS: dict[str, Any] = {
+    "interests": ["food", "museums"],
+    "tripLengthDays": 4,
+    "budget": 3000,
+    "currency": "EUR",
+    "travellers": 2,
+    "bundleCount": 3,
+}
+
+
+def start(stack: LocalStack, prefs: dict[str, Any] = PREFS) -> str:
+    response = httpx.post(f"{stack.api_url}/api/generate-bundles", json=prefs, timeout=10)
+    assert response.status_code == 202, response.text
+    session_id: str = response.json()["sessionId"]
+    return session_id
+
+
+def runs_of(stack: LocalStack, session_id: str) -> list[dict[str, Any]]:
+    body = httpx.get(f"{stack.inngest_url}/v1/events/{session_id}/runs", timeout=5).json()
+    runs: list[dict[str, Any]] = body["data"]
+    return runs
+
+
+def run_record(stack: LocalStack, session_id: str) -> tuple[dict[str, Any], int]:
+    client = redis.Redis.from_url(stack.redis_url)
+    try:
+        raw = client.get(f"tripkit:run:{session_id}")
+        ttl = client.ttl(f"tripkit:run:{session_id}")
+    finally:
+        client.close()
+    assert raw is not None, "the worker wrote no run record"
+    record: dict[str, Any] = json.loads(raw)
+    return record, int(ttl)
+
+
+def test_a_generation_completes_with_every_summary_then_the_bundles(
+    stack: LocalStack, model_control: ModelControl
+) -> None:
+    session_id = start(stack)
+    body = wait_final(stack.api_url, session_id)
+
+    assert body["status"] == "completed" and body["error"] is None
+    assert [s["index"] for s in body["summaries"]] == [0, 1, 2]
+    assert [b["index"] for b in body["bundles"]] == [0, 1, 2]
+    assert len({b["destination"] for b in body["bundles"]}) == 3
+    for bundle in body["bundles"]:
+        assert len(bundle["itinerary"]) == 4 and bundle["estimatedCost"] <= 3000
+    assert body["progress"] == {"done": 3, "total": 3}
+    assert body["createdAt"] <= body["startedAt"] <= body["firstSummaryAt"] <= body["completedAt"]
+
+    # one plan call and one call per bundle; nothing generated twice
+    assert model_control.served("plan") == 1
+    assert [model_control.served("bundle", i) for i in range(3)] == [1, 1, 1]
+
+    record, ttl = run_record(stack, session_id)
+    assert record["status"] == "completed" and record["modelCalls"] == 4
+    assert len(record["summaryAt"]) == 3 and record["firstSummaryAt"] == record["summaryAt"][0]
+    assert all(u["promptTokens"] > 0 and u["completionTokens"] > 0 for u in record["usage"])
+    assert 0 < ttl <= 3600
+
+    (run,) = runs_of(stack, session_id)
+    assert run["status"] == "Completed" and run["function_id"] == "special-trips-generate-bundles"
+    assert run["step_count"] == 5  # plan, 3 bundles, finalize
+
+
+def test_model_errors_are_retried_until_the_model_answers(
+    stack: LocalStack, model_control: ModelControl
+) -> None:
+    model_control.fault(status=500, times=2, task="bundle", index=1)
+    model_control.fault(status=429, times=1, task="plan", retry_after=0)
+    session_id = start(stack)
+    body = wait_final(stack.api_url, session_id)
+
+    assert body["status"] == "completed"
+    assert [s["index"] for s in body["summaries"]] == [0, 1, 2]
+    outcomes = model_control.stats()["byOutcome"]
+    assert outcomes.get("500") == 2 and outcomes.get("429") == 1
+    record, _ = run_record(stack, session_id)
+    assert record["attempts"]["bundle-1"] == 2 and record["attempts"]["plan"] == 1
+    assert record["attempts"]["bundle-0"] == 0
+
+
+def test_an_invalid_model_key_fails_the_session_at_once_with_what_to_check(
+    stack: LocalStack, model_control: ModelControl
+) -> None:
+    model_control.fault(status=401, times=-1)
+    session_id = start(stack)
+    body = wait_final(stack.api_url, session_id)
+
+    assert body["status"] == "failed"
+    assert "check OPENAI_API_KEY" in body["error"]
+    assert body["bundles"] == []
+    assert model_control.stats()["byOutcome"] == {"401": 1}  # not retried
+    assert wait_until(lambda: runs_of(stack, session_id)[0]["status"] == "Failed", timeout=10)
+    record, _ = run_record(stack, session_id)
+    assert record["status"] == "failed"
+
+
+def test_a_malformed_model_answer_is_retried(
+    stack: LocalStack, model_control: ModelControl
+) -> None:
+    model_control.fault(cut_after_chunks=3, times=1, task="bundle", index=0, cut_mode="eof")
+    session_id = start(stack)
+    body = wait_final(stack.api_url, session_id)
+    assert body["status"] == "completed"
+    assert model_control.stats()["byOutcome"].get("cut") == 1
+    assert [model_control.served("bundle", i) for i in range(3)] == [1, 1, 1]
+
+
+def test_twenty_concurrent_generations_complete_without_cross_talk(
+    stack: LocalStack, model_control: ModelControl
+) -> None:
+    requests = [
+        {**PREFS, "tripLengthDays": days, "bundleCount": 1 + days % 3, "currency": currency}
+        for days, currency in zip(range(1, 21), ["EUR", "USD", "GBP", "JPY"] * 5, strict=True)
+    ]
+    with ThreadPoolExecutor(max_workers=20) as pool:
+        ids = list(pool.map(lambda p: start(stack, p), requests))
+        bodies = list(pool.map(lambda sid: wait_final(stack.api_url, sid, timeout=120), ids))
+
+    assert len(set(ids)) == 20
+    for prefs, sid, body in zip(requests, ids, bodies, strict=True):
+        assert body["sessionId"] == sid and body["status"] == "completed", body.get("error")
+        assert body["preferences"]["tripLengthDays"] == prefs["tripLengthDays"]
+        assert len(body["summaries"]) == len(body["bundles"]) == prefs["bundleCount"]
+        for bundle in body["bundles"]:
+            assert len(bundle["itinerary"]) == prefs["tripLengthDays"]
+            assert bundle["currency"] == prefs["currency"]
+
+
+@pytest.fixture
+def slow_stack() -> Iterator[LocalStack]:
+    """A stack whose model streams slowly enough to kill the app in the middle of a bundle."""
+    config = StackConfig(chunk_delay=0.004, backoff_ms=[50, 100, 200], unreachable_budget=30)
+    with LocalStack(config) as running:
+        yield running
+
+
+def test_killing_the_app_mid_bundle_resumes_without_regenerating_finished_bundles(
+    slow_stack: LocalStack,
+) -> None:
+    stack = slow_stack
+    control = ModelControl(stack.openai_base_url)
+    session_id = start(stack)
+
+    def bundle_one_is_streaming() -> bool:
+        body = httpx.get(f"{stack.api_url}/api/session/{session_id}", timeout=5).json()
+        return len(body["summaries"]) == 2  # bundle 1 wrote its summary, its bundle streams
+
+    assert wait_until(bundle_one_is_streaming, timeout=60, interval=0.01)
+    assert control.served("bundle", 1) == 0, "bundle 1 finished before the kill; slow it down"
+    stack.kill_app()  # SIGKILL, in the middle of the bundle-1 step
+    stack.wait_app_restarted(1)
+    body = wait_final(stack.api_url, session_id, timeout=120)
+
+    assert body["status"] == "completed"
+    assert [s["index"] for s in body["summaries"]] == [0, 1, 2]  # each exactly once
+    assert [b["index"] for b in body["bundles"]] == [0, 1, 2]
+    # the finished bundle 0 and the plan were not generated again; bundle 1 was resumed
+    assert control.served("plan") == 1
+    assert control.served("bundle", 0) == 1
+    assert control.served("bundle", 1) == 1
+    assert stack.app_restarts == 1
+    (run,) = runs_of(stack, session_id)
+    assert run["status"] == "Completed"
