@@ -204,6 +204,7 @@ def create_functions(client: inngest.Inngest, worker: Worker) -> list[inngest.Fu
             "summaryAt": [o["summaryAt"] for o in outputs],
             "attempts": {"plan": planned["attempt"]}
             | {f"bundle-{i}": o["attempt"] for i, o in enumerate(outputs)},
+            "bundles": len(outputs),
             "steps": 2 + len(outputs),
             "modelCalls": 1 + len(outputs),
             "usage": [planned["usage"], *_usage(outputs)],
