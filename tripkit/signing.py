@@ -21,7 +21,7 @@ import re
 import time
 import urllib.parse
 
-import jcs  # type: ignore[import-untyped]
+import jcs
 
 from tripkit.errors import TripkitError
 

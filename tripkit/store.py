@@ -19,7 +19,9 @@ one command plus each ``redis.call`` inside it, so it would cost 3 per write.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterable
+from typing import Any
 
 from tripkit import keys, sessions
 from tripkit.config import Settings
@@ -103,6 +105,27 @@ class SessionStore:
 
     async def complete(self, session: Session, bundles: Iterable[Bundle]) -> Session:
         return await self._replace(sessions.complete(session, bundles))
+
+    async def put_run_record(self, session_id: str, record: dict[str, Any]) -> None:
+        """The worker's record of a run (timings, attempts, tokens): one ``SET ... EX``."""
+        await self.transport.execute(
+            "SET",
+            keys.run_key(self.prefix, session_id),
+            json.dumps(record, separators=(",", ":")),
+            "EX",
+            self.ttl,
+            retry_safe=True,
+        )
+
+    async def get_run_record(self, session_id: str) -> dict[str, Any] | None:
+        """The run record, or ``None`` while the run has not finished (or after its TTL)."""
+        raw = await self.transport.execute(
+            "GET", keys.run_key(self.prefix, session_id), retry_safe=True
+        )
+        if not isinstance(raw, bytes):
+            return None
+        record: dict[str, Any] = json.loads(raw)
+        return record
 
     async def fail(self, session: Session | str, error: str) -> Session:
         """Mark failed. Given only an id (an ``on_failure`` handler has no session at

@@ -16,7 +16,6 @@ earlier attempt wrote. All side effects happen inside steps. If the run fails fo
 
 from __future__ import annotations
 
-import json
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any, TypeVar
@@ -121,24 +120,13 @@ class Worker:
             Session.model_validate(state), [Bundle.model_validate(b) for b in bundles]
         )
         record = {**record, "status": "completed", "completedAt": _iso(session.completed_at)}
-        await self.write_run_record(session.session_id, record)
+        await self.store.put_run_record(session.session_id, record)
         return {"sessionId": session.session_id, "status": "completed", "bundles": len(bundles)}
 
     async def fail(self, session_id: str, error: str, record: dict[str, Any]) -> None:
         session = await self.store.fail(session_id, error)
-        await self.write_run_record(
+        await self.store.put_run_record(
             session_id, {**record, "status": session.status.value, "error": session.error}
-        )
-
-    async def write_run_record(self, session_id: str, record: dict[str, Any]) -> None:
-        """One command per run: the timings, attempts and token usage, for the reports."""
-        await self.store.transport.execute(
-            "SET",
-            keys.run_key(self.store.prefix, session_id),
-            json.dumps(record, separators=(",", ":")),
-            "EX",
-            self.store.ttl,
-            retry_safe=True,
         )
 
 
