@@ -26,6 +26,7 @@ import openai
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from tripkit import signing
 from tripkit.config import Settings, load_settings
@@ -138,7 +139,9 @@ class Guard:
         await self.app(scope, replay, send)
 
 
-def _field(loc: tuple[Any, ...]) -> str:
+def _field(loc: tuple[Any, ...], kind: str = "") -> str:
+    if kind == "json_invalid":  # its loc ends with a character position, not a field
+        return "body"
     parts = [str(p) for p in loc if p not in ("body", "path", "query")]
     return ".".join(parts) or "body"
 
@@ -181,12 +184,21 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     @app.exception_handler(RequestValidationError)
     async def invalid(_: Request, exc: RequestValidationError) -> JSONResponse:
-        problems = [{"field": _field(e["loc"]), "message": e["msg"]} for e in exc.errors()]
+        problems = [
+            {"field": _field(e["loc"], e["type"]), "message": e["msg"]} for e in exc.errors()
+        ]
         return JSONResponse(
             error_body(
                 "Invalid request", "Fix the fields listed in 'problems'.", problems=problems
             ),
             status_code=422,
+        )
+
+    @app.exception_handler(StarletteHTTPException)
+    async def http_error(_: Request, exc: StarletteHTTPException) -> JSONResponse:
+        # Routing errors (404 no such path, 405 wrong method) get the same JSON shape.
+        return JSONResponse(
+            error_body(str(exc.detail)), status_code=exc.status_code, headers=exc.headers
         )
 
     @app.exception_handler(InvalidSessionId)

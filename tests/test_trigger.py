@@ -1,0 +1,134 @@
+"""Starting a generation: the session in real Redis, the event to a real Inngest endpoint."""
+
+from __future__ import annotations
+
+import json
+import uuid
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import inngest
+import pytest
+import redis
+from helpers import free_port, wait_final
+
+from tripkit import keys, sessions
+from tripkit.config import load_settings
+from tripkit.devstack.stack import LocalStack
+from tripkit.models import Preferences, Status
+from tripkit.store import SessionStore
+from tripkit.transport.resp import RespTransport
+from tripkit.transport.rest import RestTransport
+from tripkit.trigger import TriggerError, event_for, request_bundles
+from tripkit.worker import EVENT_NAME, BundlesRequested, inngest_client
+
+PREFS = Preferences(interests=["food", "hiking"], trip_length_days=3, budget=1800, bundle_count=2)
+FN_ID = "special-trips-generate-bundles"
+
+
+def client_for(tmp_path: Path, inngest_base_url: str) -> inngest.Inngest:
+    settings = load_settings(
+        tmp_path,
+        inngest_base_url=inngest_base_url,
+        inngest_signing_key=None,  # dev mode, whatever the environment says
+        inngest_event_key=None,
+    )
+    return inngest_client(settings)
+
+
+@pytest.fixture
+def raw(redis_url: str) -> Iterator[redis.Redis]:
+    client = redis.Redis.from_url(redis_url)
+    yield client
+    client.close()
+
+
+@pytest.fixture
+async def store(redis_url: str) -> AsyncIterator[SessionStore]:
+    # A prefix of its own: this test's keys only, without flushing anyone else's.
+    async with SessionStore(
+        RespTransport(redis_url, timeout=3), ttl=600, prefix=f"trig{uuid.uuid4().hex[:10]}"
+    ) as s:
+        yield s
+
+
+def sessions_under(raw: redis.Redis, prefix: str) -> dict[str, dict[str, Any]]:
+    found: dict[str, dict[str, Any]] = {}
+    for key in raw.scan_iter(match=f"{prefix}:session:*", count=100):
+        doc = raw.get(key)
+        assert doc is not None
+        found[key.decode()] = json.loads(doc)
+    return found
+
+
+def runs_of(stack: LocalStack, event_id: str) -> list[dict[str, Any]]:
+    response = httpx.get(f"{stack.inngest_url}/v1/events/{event_id}/runs", timeout=5)
+    response.raise_for_status()
+    runs: list[dict[str, Any]] = response.json()["data"]
+    return runs
+
+
+def test_event_for_a_session() -> None:
+    session_id = keys.new_session_id()
+    session = sessions.new(session_id, PREFS)
+    event = event_for(session)
+    assert event.name == EVENT_NAME == "trips/bundles.requested"
+    assert event.id == session_id
+    assert set(event.data) == {"sessionId", "preferences"}
+    assert event.data["sessionId"] == session_id
+    prefs = event.data["preferences"]
+    assert isinstance(prefs, dict)
+    assert prefs["tripLengthDays"] == 3
+    assert prefs["bundleCount"] == 2
+    # The worker reads back exactly what was sent.
+    assert BundlesRequested.model_validate(event.data).preferences == PREFS
+
+
+async def test_inngest_unreachable_fails_the_session(
+    store: SessionStore, raw: redis.Redis, tmp_path: Path
+) -> None:
+    client = client_for(tmp_path, f"http://127.0.0.1:{free_port()}")
+    with pytest.raises(TriggerError) as caught:
+        await request_bundles(PREFS, store=store, client=client)
+    message = str(caught.value)
+    assert "Could not queue the generation with Inngest" in message
+    assert "INNGEST_EVENT_KEY" in message
+    assert "reachable" in message
+
+    found = sessions_under(raw, store.prefix)
+    assert len(found) == 1, found  # the session was created, then marked failed
+    ((key, doc),) = found.items()
+    assert key == store.key(doc["sessionId"])
+    assert doc["status"] == Status.FAILED
+    assert doc["error"].startswith("Could not queue the generation")
+    assert raw.ttl(key) > 0  # still expires like every session
+    assert not [d for d in found.values() if d["status"] == Status.QUEUED]
+
+
+async def test_inngest_reachable_queues_one_run_per_session(
+    stack: LocalStack, tmp_path: Path, model_control: object
+) -> None:
+    # The stack's own Redis, through its REST gateway, under the app's default prefix:
+    # the run it starts can then find the session and complete it.
+    client = client_for(tmp_path, stack.inngest_url)
+    async with SessionStore(RestTransport(stack.rest_url, stack.rest_token), prefix="tripkit") as s:
+        session = await request_bundles(PREFS, store=s, client=client)
+        assert session.status == Status.QUEUED
+        assert (await s.get(session.session_id)).session_id == session.session_id
+
+    runs = runs_of(stack, session.session_id)
+    assert [r["function_id"] for r in runs] == [FN_ID]
+    assert runs[0]["event_name"] == EVENT_NAME
+
+    final = wait_final(stack.api_url, session.session_id)
+    assert final["status"] == "completed", final
+    assert len(final["bundles"]) == 2
+
+    # The same event again (a retried request): deduplicated by id, no second run.
+    ids = await client.send(event_for(session))
+    assert ids == [runs[0]["event_id"]]
+    again = runs_of(stack, session.session_id)
+    assert [r["run_id"] for r in again] == [runs[0]["run_id"]]
+    assert again[0]["status"] == "Completed"
