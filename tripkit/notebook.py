@@ -1,0 +1,88 @@
+"""What the notebooks share: which environment they talk to, and how results look there.
+
+``connect("local")`` uses the stack that ``tripkit dev`` (or the test fixtures) exported
+into the environment, and starts one inside the kernel when there is none; dotenv files
+are not read, so a real key in ``.env.local`` never reaches the local stack.
+``connect("real")`` reads the environment and ``.env.local``/``.env`` like the app does.
+"""
+
+from __future__ import annotations
+
+import atexit
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+from tripkit.config import Settings, load_settings
+from tripkit.errors import ConfigError
+
+Environment = Literal["local", "real"]
+
+#: What `tripkit dev` prints for a second shell, mapped to settings fields.
+_STACK_VARS = {
+    "UPSTASH_REDIS_REST_URL": "upstash_redis_rest_url",
+    "UPSTASH_REDIS_REST_TOKEN": "upstash_redis_rest_token",
+    "INNGEST_BASE_URL": "inngest_base_url",
+    "OPENAI_BASE_URL": "openai_base_url",
+    "OPENAI_API_KEY": "openai_api_key",
+}
+_stack: Any = None  # a LocalStack this kernel started, kept for the kernel's lifetime
+
+
+@dataclass(frozen=True)
+class Target:
+    """Where a notebook's calls go."""
+
+    environment: Environment
+    settings: Settings
+    api_url: str | None
+
+    def describe(self) -> dict[str, str]:
+        """Safe to display: URLs without passwords, secrets as set/unset."""
+        return {"environment": self.environment, "API": self.api_url or "unset"} | (
+            self.settings.describe()
+        )
+
+
+def _local_settings() -> tuple[Settings, str]:
+    global _stack
+    if "TRIPKIT_API_URL" not in os.environ:
+        from tripkit.devstack.stack import LocalStack, StackConfig
+
+        if _stack is None:
+            _stack = LocalStack(StackConfig(chunk_delay=0.01)).start()
+            atexit.register(_stack.stop)
+        env: dict[str, str] = dict(_stack.env)
+    else:
+        env = {k: v for k, v in os.environ.items() if k in _STACK_VARS or k == "TRIPKIT_API_URL"}
+    missing = [name for name in _STACK_VARS if name not in env]
+    if missing:
+        raise ConfigError(
+            "The local stack's variables are incomplete: " + ", ".join(missing) + " missing.",
+            remedy="Export every KEY=VALUE line that `tripkit dev` printed, or unset "
+            "TRIPKIT_API_URL to let the notebook start its own stack.",
+        )
+    overrides = {field: env[var] for var, field in _STACK_VARS.items()}
+    # Anything real in the kernel's environment is overridden, not inherited.
+    settings = load_settings(
+        Path(os.devnull),
+        redis_transport="rest",
+        redis_url=None,
+        inngest_event_key=None,
+        inngest_signing_key=None,
+        inngest_signing_key_fallback=None,
+        **overrides,
+    )
+    return settings, env["TRIPKIT_API_URL"]
+
+
+def connect(environment: Environment = "local", *, env_dir: str | Path = ".") -> Target:
+    """The environment a notebook targets: the offline stack, or the real services."""
+    if environment == "local":
+        settings, api_url = _local_settings()
+        return Target("local", settings, api_url)
+    if environment == "real":
+        settings = load_settings(env_dir)
+        return Target("real", settings, os.environ.get("TRIPKIT_API_URL"))
+    raise ConfigError(f"Unknown environment {environment!r}.", remedy='Use "local" or "real".')
