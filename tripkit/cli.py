@@ -68,6 +68,48 @@ def _demo(args: argparse.Namespace) -> int:
     return run_demo(poll_interval=args.poll_interval, chunk_delay=args.chunk_delay)
 
 
+async def _check(args: argparse.Namespace) -> int:
+    from tripkit.checks import CheckStatus, check_environment, counts, diagnose, format_text
+
+    try:
+        results = await check_environment(
+            args.env_dir, api_url=args.api_url, only=args.only, timeout=args.timeout
+        )
+    except ValueError as exc:  # an unknown --only
+        print(f"tripkit: {exc}", file=sys.stderr)
+        return 2
+    diagnoses = diagnose(results)
+    if args.json:
+        report = {
+            "results": [r.as_dict() for r in results],
+            "diagnoses": [d.as_dict() for d in diagnoses],
+            "counts": counts(results),
+        }
+        print(json.dumps(report, indent=2))
+    else:
+        print(format_text(results, diagnoses))
+    return 1 if any(r.status is CheckStatus.FAIL for r in results) else 0
+
+
+def _report(args: argparse.Namespace) -> int:
+    from tripkit.report import parse_value, run_report
+
+    parameters = {name: parse_value(value) for name, value in args.parameters}
+    if args.env_dir is not None:
+        parameters.setdefault("env_dir", args.env_dir)
+    paths = run_report(
+        args.output_dir,
+        parameters=parameters,
+        kernel_name=args.kernel,
+        timeout=args.timeout,
+        notebook=args.notebook,
+        overwrite=args.overwrite,
+    )
+    print(paths.notebook)
+    print(paths.html)
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="tripkit", description=__doc__.splitlines()[0])
     parser.add_argument("--version", action="version", version=f"tripkit {__version__}")
@@ -94,6 +136,31 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("session", help="print one session as the API would serve it")
     p.add_argument("session_id")
     p.set_defaults(func=_session)
+
+    p = sub.add_parser("check", help="verify every step of the setup guide; exit 1 on a failure")
+    p.add_argument("--json", action="store_true", help="print results and diagnoses as JSON")
+    p.add_argument("--api-url", default=None, help="the app's URL (default: TRIPKIT_API_URL)")
+    p.add_argument("--only", action="append", metavar="ID", help="a check id or prefix (repeat)")
+    p.add_argument("--timeout", type=float, default=5.0, help="seconds per check (default 5)")
+    p.set_defaults(func=_check)
+
+    p = sub.add_parser("report", help="run the usage report: dated notebook + code-free HTML")
+    p.add_argument("--output-dir", default="reports", help="where they go (default: reports)")
+    p.add_argument(
+        "-p",
+        "--parameter",
+        dest="parameters",
+        nargs=2,
+        action="append",
+        default=[],
+        metavar=("NAME", "VALUE"),
+        help="a notebook parameter, as papermill's -p (repeat)",
+    )
+    p.add_argument("--timeout", type=int, default=600, help="seconds per cell (default 600)")
+    p.add_argument("--kernel", default=None, help="the Jupyter kernel (default: the notebook's)")
+    p.add_argument("--notebook", default=None, help="the report notebook (default: notebooks/)")
+    p.add_argument("--overwrite", action="store_true", help="replace today's report, no -2 suffix")
+    p.set_defaults(func=_report)
     return parser
 
 
