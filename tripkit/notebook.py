@@ -14,6 +14,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
+from tripkit import checks
+from tripkit.checks import CheckResult
 from tripkit.config import Settings, load_settings
 from tripkit.errors import ConfigError
 
@@ -86,3 +88,59 @@ def connect(environment: Environment = "local", *, env_dir: str | Path = ".") ->
         settings = load_settings(env_dir)
         return Target("real", settings, os.environ.get("TRIPKIT_API_URL"))
     raise ConfigError(f"Unknown environment {environment!r}.", remedy='Use "local" or "real".')
+
+
+_MARK = {"pass": "✅ pass", "warn": "⚠️ warn", "fail": "❌ fail", "skip": "⏭ skip"}
+
+
+async def check_step(
+    step: str,
+    environment: Environment = "local",
+    *,
+    env_dir: str | Path = ".",
+    api_url: str | None = None,
+) -> list[CheckResult]:
+    """Run the checks of one of the guide's steps (see :data:`tripkit.checks.GUIDE_STEPS`).
+
+    Locally they run against the stack :func:`connect` finds or starts; for the real
+    environment they read ``.env.local`` the way ``tripkit check`` does, so a malformed
+    value is reported as a failed check instead of stopping the notebook.
+    """
+    ids = dict(checks.GUIDE_STEPS)[step]
+    if environment == "local":
+        target = connect("local")
+        return await checks.run_checks(target.settings, api_url=api_url or target.api_url, only=ids)
+    return await checks.check_environment(env_dir, api_url=api_url, only=ids)
+
+
+def show_checks(results: list[CheckResult]) -> Any:
+    """The results as a table: status, what was measured, and what to do next."""
+    import pandas as pd
+
+    rows = checks.summary_table(results)
+    for row in rows:
+        row["status"] = _MARK[row["status"]]
+    frame = pd.DataFrame(rows).drop(columns=["step"])
+    return frame.style.hide(axis="index").set_properties(**{"text-align": "left"})
+
+
+def verdict(results: list[CheckResult]) -> str:
+    """One line per check, status only: stable enough for nbval to compare."""
+    return "\n".join(f"{r.status.value:<4}  {r.id}" for r in results)
+
+
+def show_diagnoses(results: list[CheckResult]) -> Any:
+    """The guide's troubleshooting entries, and whether the failures point at each."""
+    import pandas as pd
+
+    return pd.DataFrame(
+        [
+            {
+                "entry": d.entry,
+                "applies": "❌ yes" if d.applies else "no",
+                "failing checks": ", ".join(d.failing),
+                "advice": d.advice,
+            }
+            for d in checks.diagnose(results)
+        ]
+    ).style.hide(axis="index")
