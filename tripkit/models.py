@@ -164,3 +164,15 @@ class Session(WireModel):
     @property
     def is_final(self) -> bool:
         return self.status in FINAL_STATUSES
+
+
+#: The preferences the demo, the notebooks and the benchmarks submit.
+SAMPLE_PREFERENCES = Preferences(
+    interests=["food", "museums", "architecture"],
+    trip_length_days=5,
+    budget=4000,
+    currency="EUR",
+    travellers=2,
+    pace="balanced",
+    notes="We love long lunches and walking tours.",
+)

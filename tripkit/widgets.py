@@ -20,18 +20,10 @@ from pydantic import ValidationError
 
 from tripkit.client import ApiClient
 from tripkit.errors import TripkitError
-from tripkit.models import MAX_BUNDLES, Preferences, Session, Status
+from tripkit.models import MAX_BUNDLES, SAMPLE_PREFERENCES, Preferences, Session, Status
 from tripkit.store import SessionStore
 
-SAMPLE = Preferences(
-    interests=["food", "museums", "architecture"],
-    trip_length_days=5,
-    budget=4000,
-    currency="EUR",
-    travellers=2,
-    pace="balanced",
-    notes="Long lunches, walking tours.",
-)
+SAMPLE = SAMPLE_PREFERENCES
 CURRENCIES = ["EUR", "USD", "GBP", "CHF", "JPY", "AUD", "CAD", "SEK", "NOK", "DKK"]
 
 

@@ -17,18 +17,7 @@ import redis
 
 from tripkit.client import ApiClient
 from tripkit.devstack.stack import LocalStack, StackConfig
-from tripkit.models import Preferences, Session, Status
-
-SAMPLE_PREFERENCES = Preferences(
-    interests=["food", "museums", "architecture"],
-    trip_length_days=5,
-    budget=4000,
-    currency="EUR",
-    travellers=2,
-    pace="balanced",
-    notes="We love long lunches and walking tours.",
-    bundle_count=3,
-)
+from tripkit.models import SAMPLE_PREFERENCES, Preferences, Session, Status
 
 
 @dataclass
