@@ -1,9 +1,10 @@
 """nbval runs every notebook here against the offline stack, started once for the run.
 
-nbval starts each notebook's kernel when it sets up the file, before any fixture, so
-the stack is started as soon as collection has found a notebook, and its variables (what
-`tripkit dev` prints) are exported for the kernels to inherit. Headless mode and a short
-poll interval keep CI quick.
+nbval starts each notebook's kernel when it sets up the file, before any fixture, so the
+stack is started just before the first notebook cell runs (after the tests in tests/,
+which run first and must not see these variables), and its variables (what `tripkit dev`
+prints) are exported for the kernels to inherit. Headless mode and a short poll interval
+keep CI quick.
 """
 
 from __future__ import annotations
@@ -17,8 +18,9 @@ from tripkit.devstack.stack import LocalStack, StackConfig
 _state: dict[str, object] = {}
 
 
-def pytest_collection_finish(session: pytest.Session) -> None:
-    if "stack" in _state or not any(item.path.suffix == ".ipynb" for item in session.items):
+@pytest.hookimpl(tryfirst=True)
+def pytest_runtest_protocol(item: pytest.Item, nextitem: pytest.Item | None) -> None:
+    if "stack" in _state or item.path.suffix != ".ipynb":
         return
     config = StackConfig(chunk_delay=0.0, backoff_ms=[50, 100, 200, 400], unreachable_budget=30)
     stack = LocalStack(config).start()

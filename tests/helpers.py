@@ -60,7 +60,7 @@ def wait_final(api_url: str, session_id: str, timeout: float = 60.0) -> dict[str
     """Poll ``GET /api/session/{id}`` until completed or failed; return the last body."""
     deadline = time.monotonic() + timeout
     while True:
-        body: dict[str, Any] = httpx.get(f"{api_url}/api/session/{session_id}", timeout=10).json()
+        body: dict[str, Any] = httpx.get(f"{api_url}/api/session/{session_id}", timeout=30).json()
         if body.get("status") in ("completed", "failed"):
             return body
         if time.monotonic() > deadline:

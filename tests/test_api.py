@@ -358,7 +358,6 @@ def signed_stack() -> Iterator[LocalStack]:
         chunk_delay=0,
         backoff_ms=[50, 100, 200],
         signing_key=SIGNING_KEY,
-        extra_app_env={"INNGEST_EVENT_KEY": "test-event-key-" + secrets.token_hex(8)},
     )
     with LocalStack(config) as running:
         yield running

@@ -29,7 +29,7 @@ PREFS: dict[str, Any] = {
 
 
 def start(stack: LocalStack, prefs: dict[str, Any] = PREFS) -> str:
-    response = httpx.post(f"{stack.api_url}/api/generate-bundles", json=prefs, timeout=10)
+    response = httpx.post(f"{stack.api_url}/api/generate-bundles", json=prefs, timeout=30)
     assert response.status_code == 202, response.text
     session_id: str = response.json()["sessionId"]
     return session_id

@@ -46,6 +46,8 @@ _REAL_SERVICE_VARS = (
     "OPENAI_API_KEY",
     "OPENAI_BASE_URL",
 )
+#: Prefixes of variables never inherited either: the stack sets every one the app needs.
+_REAL_SERVICE_PREFIXES = ("TRIPKIT_", "INNGEST_", "OPENAI_")
 READY_TIMEOUT = 30.0
 
 
@@ -125,6 +127,8 @@ class LocalStack:
         self.log_dir.mkdir(parents=True, exist_ok=True)
         self.rest_token = secrets.token_urlsafe(24)
         self.openai_key = "sk-local-" + secrets.token_hex(8)
+        # Signed (production) mode needs an event key too: the SDK refuses to send without.
+        self.event_key = secrets.token_hex(16) if self.config.signing_key else None
         self.services: dict[str, Service] = {}
         self.app_restarts = 0
         self._stopping = threading.Event()
@@ -154,7 +158,9 @@ class LocalStack:
 
     def _base_env(self) -> dict[str, str]:
         env = {k: v for k, v in os.environ.items() if k not in _REAL_SERVICE_VARS}
-        env = {k: v for k, v in env.items() if not k.startswith("TRIPKIT_")}
+        # Also OPENAI_MODEL (an alias of TRIPKIT_OPENAI_MODEL the model server may not know)
+        # and INNGEST_SERVE_ORIGIN (the SDK would register a production URL on sync).
+        env = {k: v for k, v in env.items() if not k.startswith(_REAL_SERVICE_PREFIXES)}
         env["PYTHONUNBUFFERED"] = "1"
         return env
 
@@ -163,6 +169,8 @@ class LocalStack:
         env["UPSTASH_REDIS_REST_TOKEN"] = self.rest_token
         if self.config.signing_key:
             env["INNGEST_SIGNING_KEY"] = self.config.signing_key
+        if self.event_key:
+            env["INNGEST_EVENT_KEY"] = self.event_key
         service = Service(
             name,
             [sys.executable, "-m", module, *args],
@@ -192,6 +200,7 @@ class LocalStack:
             executor_args += ["--backoff-ms", ",".join(map(str, self.config.backoff_ms))]
         if self.config.signing_key:
             executor_args += ["--signing-key-env", "INNGEST_SIGNING_KEY"]
+            executor_args += ["--event-key-env", "INNGEST_EVENT_KEY"]
         executor = self._service(
             "executor", "tripkit.devstack.executor", executor_args, "INNGEST_BASE_URL"
         )
@@ -231,6 +240,8 @@ class LocalStack:
         )
         if self.config.signing_key:
             env["INNGEST_SIGNING_KEY"] = self.config.signing_key
+        if self.event_key:
+            env["INNGEST_EVENT_KEY"] = self.event_key
         env.update(self.config.extra_app_env)
         return env
 
