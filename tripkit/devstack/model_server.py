@@ -22,7 +22,6 @@ from collections import Counter
 from collections.abc import AsyncIterator, Iterator, Sequence
 from dataclasses import dataclass, field
 from socket import socket
-from types import TracebackType
 from typing import Any, Literal, Self
 
 import uvicorn
@@ -34,6 +33,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 from starlette.types import ASGIApp, Receive, Scope, Send
 
+from tripkit.devstack.process import Managed
 from tripkit.devstack.trip_planner import NOT_A_TRIP_REPLY, BundleTask, PlanTask, answer, parse_task
 
 DEFAULT_MODELS = ("gpt-4o-mini", "gpt-4.1-mini", "gpt-5-mini", "gpt-5.4-mini", "gpt-5.4-nano")
@@ -603,7 +603,7 @@ def run(config: ModelServerConfig) -> None:
     server.run()
 
 
-class BackgroundServer:
+class BackgroundServer(Managed):
     """A model server on a daemon thread, for tests and notebooks: ``with ... as srv:``."""
 
     def __init__(self, config: ModelServerConfig | None = None) -> None:
@@ -627,17 +627,6 @@ class BackgroundServer:
     def stop(self, timeout: float = 10.0) -> None:
         self._server.should_exit = True
         self._thread.join(timeout)
-
-    def __enter__(self) -> Self:
-        return self.start()
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.stop()
 
 
 def main(argv: Sequence[str] | None = None) -> None:

@@ -23,7 +23,8 @@ import threading
 from collections.abc import Callable, Mapping
 from concurrent.futures import Future
 from pathlib import Path
-from typing import Any
+from types import TracebackType
+from typing import Any, Self
 
 _PR_SET_PDEATHSIG = 1
 
@@ -124,3 +125,24 @@ def stop(proc: subprocess.Popen[bytes], *, grace: float = 5.0) -> None:
         except subprocess.TimeoutExpired:
             proc.kill()
     proc.wait()
+
+
+class Managed:
+    """``start()``/``stop()`` servers usable as ``with Server() as s:`` (stop on exit)."""
+
+    def start(self) -> Self:
+        raise NotImplementedError
+
+    def stop(self) -> None:
+        raise NotImplementedError
+
+    def __enter__(self) -> Self:
+        return self.start()
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.stop()

@@ -28,7 +28,6 @@ import tempfile
 import threading
 import time
 from pathlib import Path
-from types import TracebackType
 from typing import Any
 from urllib.parse import quote
 
@@ -36,7 +35,7 @@ import redis
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 
-from tripkit.devstack.process import spawn
+from tripkit.devstack.process import Managed, spawn
 from tripkit.errors import ConfigError, StoreError
 
 ENV_BINARY = "TRIPKIT_REDIS_SERVER"
@@ -114,7 +113,7 @@ def free_port(host: str = HOST) -> int:
         return port
 
 
-class EmbeddedRedis:
+class EmbeddedRedis(Managed):
     """One redis-server child process on 127.0.0.1; a context manager.
 
     ``with EmbeddedRedis() as r: redis.Redis.from_url(r.url).ping()``
@@ -209,17 +208,6 @@ class EmbeddedRedis:
                 shutil.rmtree(self._dir, ignore_errors=True)
                 self._dir = None
             self._port = self._requested_port
-
-    def __enter__(self) -> EmbeddedRedis:
-        return self.start()
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.stop()
 
     def __repr__(self) -> str:
         state = f"pid={self.pid} port={self._port}" if self.running else "stopped"

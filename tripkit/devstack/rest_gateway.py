@@ -25,7 +25,6 @@ import sys
 import threading
 import time
 from collections.abc import AsyncIterator, Sequence
-from types import TracebackType
 from typing import Any, TypeAlias
 from urllib.parse import unquote_to_bytes
 
@@ -36,6 +35,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 from starlette.types import Receive, Scope, Send
 
+from tripkit.devstack.process import Managed
 from tripkit.devstack.resp import ErrorReply, Reply, RespPool, SimpleString
 from tripkit.errors import ConfigError, StoreError, TripkitError
 
@@ -391,7 +391,7 @@ def _serve_quietly(server: uvicorn.Server) -> None:
         server.run()
 
 
-class BackgroundGateway:
+class BackgroundGateway(Managed):
     """The gateway served by uvicorn in a daemon thread, for tests and notebooks.
 
     ``with BackgroundGateway(redis_url, token) as gw: httpx.post(gw.url, ...)``
@@ -445,17 +445,6 @@ class BackgroundGateway:
             thread.join(timeout)
         self._server = None
         self._port = None
-
-    def __enter__(self) -> BackgroundGateway:
-        return self.start()
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.stop()
 
 
 def main(argv: list[str] | None = None) -> int:

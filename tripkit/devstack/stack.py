@@ -22,12 +22,12 @@ import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from types import TracebackType
 from typing import IO
 
 import httpx
 
 from tripkit.devstack import process
+from tripkit.devstack.process import Managed
 from tripkit.devstack.redis_server import free_port
 from tripkit.errors import TripkitError
 
@@ -116,7 +116,7 @@ class Service:
             self._log = None
 
 
-class LocalStack:
+class LocalStack(Managed):
     """Start with ``with LocalStack() as stack:``; ``stack.env`` has the URLs and keys."""
 
     def __init__(self, config: StackConfig | None = None) -> None:
@@ -137,16 +137,6 @@ class LocalStack:
         self.api_url = ""
 
     # -- life cycle -----------------------------------------------------------------
-    def __enter__(self) -> LocalStack:
-        return self.start()
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.stop()
 
     def start(self) -> LocalStack:
         try:
