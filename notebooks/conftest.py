@@ -29,6 +29,8 @@ def pytest_runtest_protocol(item: pytest.Item, nextitem: pytest.Item | None) -> 
     os.environ.update(stack.env)
     os.environ["TRIPKIT_HEADLESS"] = "1"
     os.environ["TRIPKIT_POLL_INTERVAL"] = "0.2"
+    # the usage report's harvest goes to a scratch file, not into the checkout
+    os.environ["TRIPKIT_HISTORY_CSV"] = str(stack.workdir / "runs.csv")
 
 
 def pytest_unconfigure(config: pytest.Config) -> None:
