@@ -183,3 +183,17 @@ def test_killing_the_app_mid_bundle_resumes_without_regenerating_finished_bundle
     assert stack.app_restarts == 1
     (run,) = runs_of(stack, session_id)
     assert run["status"] == "Completed"
+
+
+def test_a_missing_model_key_fails_the_session_without_retries() -> None:
+    config = StackConfig(chunk_delay=0.0, backoff_ms=[2000], extra_app_env={"OPENAI_API_KEY": ""})
+    with LocalStack(config) as stack:
+        session_id = start(stack)
+        body = wait_final(stack.api_url, session_id)
+        assert body["status"] == "failed"
+        (run,) = runs_of(stack, session_id)
+        assert run["status"] == "Failed" and run["sdk_calls"] == 1  # tried once, not retried
+        assert (
+            "OPENAI_API_KEY is not set" in body["error"] and "check OPENAI_API_KEY" in body["error"]
+        )
+        assert ModelControl(stack.openai_base_url).stats()["total"] == 0

@@ -195,18 +195,19 @@ class ModelClient:
                 stream=True,
                 stream_options={"include_usage": True},
             )
-            async for chunk in stream:
-                if chunk.usage is not None:
-                    usage = Usage(
-                        chunk.model or self.model,
-                        chunk.usage.prompt_tokens,
-                        chunk.usage.completion_tokens,
-                    )
-                for choice in chunk.choices:
-                    if choice.delta.content:
-                        await on_text(choice.delta.content)
-                    if choice.finish_reason is not None:
-                        finished = True
+            async with stream:  # closes the response even when on_text raises
+                async for chunk in stream:
+                    if chunk.usage is not None:
+                        usage = Usage(
+                            chunk.model or self.model,
+                            chunk.usage.prompt_tokens,
+                            chunk.usage.completion_tokens,
+                        )
+                    for choice in chunk.choices:
+                        if choice.delta.content:
+                            await on_text(choice.delta.content)
+                        if choice.finish_reason is not None:
+                            finished = True
         except openai.OpenAIError as exc:
             raise translate_error(exc) from None
         if not finished:

@@ -16,20 +16,21 @@ earlier attempt wrote. All side effects happen inside steps. If the run fails fo
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
+import contextlib
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
-from typing import Any, TypeVar
+from typing import Any
 
 import inngest
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from tripkit import keys
 from tripkit.config import Settings
+from tripkit.errors import SessionNotFound
 from tripkit.model import ModelClient, ModelError, Outline
 from tripkit.models import Bundle, Preferences, Session, Summary, WireModel, utcnow
+from tripkit.sessions import SessionClosed
 from tripkit.store import SessionStore
-
-T = TypeVar("T")
 
 APP_ID = "special-trips"
 FUNCTION_ID = "generate-bundles"
@@ -84,8 +85,9 @@ class Worker:
     model: Callable[[], ModelClient]
 
     async def plan(self, session_id: str, attempt: int) -> dict[str, Any]:
-        session = await self.store.mark_running(await self.store.get(session_id))
-        outlines, usage = await _model_call(self.model().plan(session.preferences))
+        async with _stop_when_hopeless():
+            session = await self.store.mark_running(await self.store.get(session_id))
+            outlines, usage = await self.model().plan(session.preferences)
         return {
             "session": _dump(session),
             "outlines": [o.model_dump(mode="json", by_alias=True) for o in outlines],
@@ -102,9 +104,8 @@ class Worker:
             written["session"] = await self.store.add_summary(session, summary)
             written["at"] = utcnow()
 
-        _, bundle, usage = await _model_call(
-            self.model().bundle(session.preferences, outline, on_summary)
-        )
+        async with _stop_when_hopeless():
+            _, bundle, usage = await self.model().bundle(session.preferences, outline, on_summary)
         return {
             "session": _dump(written["session"]),
             "bundle": bundle.model_dump(mode="json", by_alias=True),
@@ -116,28 +117,37 @@ class Worker:
     async def finalize(
         self, state: dict[str, Any], bundles: list[dict[str, Any]], record: dict[str, Any]
     ) -> dict[str, Any]:
-        session = await self.store.complete(
-            Session.model_validate(state), [Bundle.model_validate(b) for b in bundles]
-        )
+        async with _stop_when_hopeless():
+            session = await self.store.complete(
+                Session.model_validate(state), [Bundle.model_validate(b) for b in bundles]
+            )
         record = {**record, "status": "completed", "completedAt": _iso(session.completed_at)}
         await self.store.put_run_record(session.session_id, record)
         return {"sessionId": session.session_id, "status": "completed", "bundles": len(bundles)}
 
     async def fail(self, session_id: str, error: str, record: dict[str, Any]) -> None:
-        session = await self.store.fail(session_id, error)
+        try:
+            session = await self.store.fail(session_id, error)
+        except SessionNotFound:
+            return  # expired meanwhile: there is nothing left to mark
         await self.store.put_run_record(
             session_id, {**record, "status": session.status.value, "error": session.error}
         )
 
 
-async def _model_call(call: Awaitable[T]) -> T:
-    """Await a model call; errors no retry can fix stop the run at once."""
+@contextlib.asynccontextmanager
+async def _stop_when_hopeless() -> AsyncIterator[None]:
+    """Errors that no retry can fix end the run at once (``on_failure`` then marks the
+    session): a rejected or missing model key, an unknown model, a session that expired
+    or was closed meanwhile. Everything else is retried by Inngest with backoff."""
     try:
-        return await call
+        yield
     except ModelError as exc:
-        if not exc.retriable:
-            raise inngest.NonRetriableError(str(exc)) from None
-        raise
+        if exc.retriable:
+            raise
+        raise inngest.NonRetriableError(str(exc)) from None
+    except (SessionNotFound, SessionClosed) as exc:
+        raise inngest.NonRetriableError(str(exc)) from None
 
 
 def _dump(session: Session) -> dict[str, Any]:
