@@ -65,6 +65,12 @@ def test_secrets_never_shown(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) ->
     assert "SECRET" not in shown
     assert s.describe()["REDIS_URL"] == "redis://***@h:6379/0"
     assert mask_url("redis://h:1/0") == "redis://h:1/0"
+    # a password with characters that hide it from urlsplit is masked all the same
+    assert mask_url("redis://:SECRET/x?y#z@h:6379") == "redis://***@h:6379"
+    monkeypatch.setenv("REDIS_URL", "redis://:SECRET/pw@h:6379")
+    with pytest.raises(ConfigError) as info:
+        load_settings(tmp_path)
+    assert "REDIS_URL" in str(info.value) and "SECRET" not in str(info.value)
 
 
 @pytest.mark.parametrize(

@@ -16,7 +16,6 @@ import sys
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, MutableMapping
 from contextlib import asynccontextmanager
-from functools import cache
 from typing import Any
 
 import httpx
@@ -101,17 +100,18 @@ class Guard:
         if declared is not None and declared.isdigit() and int(declared) > limit:
             await _send_json(send, 413, error_body("Request body too large", limit=limit))
             return
-        body = b""
+        chunks = bytearray()
         more = True
         while more:
             message = await receive()
             if message["type"] == "http.disconnect":
                 return
-            body += message.get("body", b"")
+            chunks += message.get("body", b"")
             more = message.get("more_body", False)
-            if len(body) > limit:
+            if len(chunks) > limit:
                 await _send_json(send, 413, error_body("Request body too large", limit=limit))
                 return
+        body = bytes(chunks)
         if path == SERVE_PATH and scope["method"] == "POST" and self.signing_key is not None:
             headers = {
                 k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope["headers"]
@@ -146,22 +146,30 @@ def _field(loc: tuple[Any, ...], kind: str = "") -> str:
     return ".".join(parts) or "body"
 
 
-def model_factory(settings: Settings) -> Callable[[], ModelClient]:
-    """A lazily built model client: a missing key fails the run, not the app's start."""
+class ModelProvider:
+    """The model client, built on first use: a missing key fails the run, not the app's
+    start (and the run's ``on_failure`` says "check OPENAI_API_KEY")."""
 
-    @cache
-    def build() -> ModelClient:
-        if settings.openai_api_key is None:
-            raise ModelAuthError("OPENAI_API_KEY is not set.")
-        client = openai.AsyncOpenAI(
-            api_key=settings.openai_api_key.get_secret_value(),
-            base_url=settings.openai_base_url,
-            max_retries=0,  # Inngest retries the step, with backoff
-            timeout=120.0,
-        )
-        return ModelClient(client, settings.openai_model)
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self._client: ModelClient | None = None
 
-    return build
+    def __call__(self) -> ModelClient:
+        if self._client is None:
+            if self.settings.openai_api_key is None:
+                raise ModelAuthError("OPENAI_API_KEY is not set.")
+            client = openai.AsyncOpenAI(
+                api_key=self.settings.openai_api_key.get_secret_value(),
+                base_url=self.settings.openai_base_url,
+                max_retries=0,  # Inngest retries the step, with backoff
+                timeout=120.0,
+            )
+            self._client = ModelClient(client, self.settings.openai_model)
+        return self._client
+
+    async def aclose(self) -> None:
+        if self._client is not None:
+            await self._client.client.close()
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
@@ -170,12 +178,14 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     settings.redis_transport_name  # noqa: B018 - fail at start if no Redis is configured
     store = SessionStore.from_settings(settings)
     client = inngest_client(settings)
-    worker = Worker(store=store, model=model_factory(settings))
+    model = ModelProvider(settings)
+    worker = Worker(store=store, model=model)
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
         yield
         await store.aclose()
+        await model.aclose()
 
     app = FastAPI(title="tripkit", version="0.1.0", lifespan=lifespan)
     app.state.settings = settings
@@ -211,8 +221,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     @app.exception_handler(StoreError)
     async def store_down(_: Request, exc: StoreError) -> JSONResponse:
+        # The detail (host, port) is for the operator's log, not for any caller.
         log.warning("redis error: %s", exc.message)
-        return JSONResponse(error_body("Session store unavailable", str(exc)), status_code=503)
+        return JSONResponse(error_body("Session store unavailable", exc.remedy), status_code=503)
 
     @app.exception_handler(TriggerError)
     async def trigger_failed(_: Request, exc: TriggerError) -> JSONResponse:
@@ -256,7 +267,8 @@ async def _redis_health(store: SessionStore) -> dict[str, Any]:
     try:
         await store.transport.execute("PING", retry_safe=True)
     except TripkitError as exc:
-        return {"ok": False, "transport": store.transport.name, "error": str(exc)}
+        log.warning("health: redis error: %s", exc.message)
+        return {"ok": False, "transport": store.transport.name, "error": type(exc).__name__}
     ms = round((time.perf_counter() - started) * 1000, 1)
     return {"ok": True, "transport": store.transport.name, "latencyMs": ms}
 

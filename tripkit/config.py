@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from pathlib import Path
 from typing import Any, Literal
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import urlsplit
 
 from pydantic import AliasChoices, Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -27,14 +27,15 @@ _WHERE = "Set it in the environment or in .env.local (see README.md, 'Configurat
 
 
 def mask_url(url: str) -> str:
-    """Drop the password (and user) from a URL so it can be shown."""
-    parts = urlsplit(url)
-    if parts.password is None and parts.username is None:
+    """Drop the credentials from a URL so it can be shown.
+
+    Done on the text, not with ``urlsplit``: a password holding ``/``, ``?`` or ``#``
+    hides the ``user:password@`` part from the parser, and it must be masked all the same.
+    """
+    scheme, sep, rest = url.partition("://")
+    if not sep or "@" not in rest:
         return url
-    host = parts.hostname or ""
-    if parts.port is not None:
-        host = f"{host}:{parts.port}"
-    return urlunsplit((parts.scheme, f"***@{host}", parts.path, parts.query, parts.fragment))
+    return f"{scheme}://***@{rest.rsplit('@', 1)[1]}"
 
 
 class Settings(BaseSettings):
@@ -98,10 +99,17 @@ class Settings(BaseSettings):
     def _redis_url(cls, value: SecretStr | None) -> SecretStr | None:
         if value is None or value.get_secret_value().strip() == "":
             return None
-        scheme = urlsplit(value.get_secret_value().strip()).scheme
-        if scheme not in ("redis", "rediss", "unix"):
+        raw = value.get_secret_value().strip()
+        parts = urlsplit(raw)
+        if parts.scheme not in ("redis", "rediss", "unix"):
             raise ValueError("must start with redis://, rediss:// or unix://")
-        return SecretStr(value.get_secret_value().strip())
+        try:
+            parts.port  # noqa: B018 - raises on a port that is not a number
+        except ValueError:
+            raise ValueError(
+                "has a malformed host:port (a password with / ? # or @ must be %-encoded)"
+            ) from None
+        return SecretStr(raw)
 
     @field_validator(
         "upstash_redis_rest_token",
@@ -152,13 +160,23 @@ class Settings(BaseSettings):
 
         redis = self.redis_url.get_secret_value() if self.redis_url else None
         return {
-            "UPSTASH_REDIS_REST_URL": self.upstash_redis_rest_url or "unset",
+            "UPSTASH_REDIS_REST_URL": (
+                mask_url(self.upstash_redis_rest_url) if self.upstash_redis_rest_url else "unset"
+            ),
             "UPSTASH_REDIS_REST_TOKEN": flag(self.upstash_redis_rest_token),
             "REDIS_URL": mask_url(redis) if redis else "unset",
             "INNGEST_EVENT_KEY": flag(self.inngest_event_key),
             "INNGEST_SIGNING_KEY": flag(self.inngest_signing_key),
+            "INNGEST_SIGNING_KEY_FALLBACK": flag(self.inngest_signing_key_fallback),
+            "INNGEST_BASE_URL": self.inngest_base_url or "Inngest Cloud",
             "OPENAI_API_KEY": flag(self.openai_api_key),
-            "OPENAI_BASE_URL": self.openai_base_url or "default",
+            "OPENAI_BASE_URL": (
+                mask_url(self.openai_base_url) if self.openai_base_url else "default"
+            ),
+            "TRIPKIT_OPENAI_MODEL": self.openai_model,
+            "TRIPKIT_REDIS_TRANSPORT": self.redis_transport,
+            "TRIPKIT_REDIS_TIMEOUT": str(self.redis_timeout),
+            "TRIPKIT_KEY_PREFIX": self.key_prefix,
             "TRIPKIT_SESSION_TTL": str(self.session_ttl),
             "TRIPKIT_POLL_INTERVAL": str(self.poll_interval),
         }

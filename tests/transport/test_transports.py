@@ -18,7 +18,7 @@ from tripkit.errors import (
     RedisTimeout,
     RedisUnavailable,
 )
-from tripkit.transport import Transport, error_from_reply
+from tripkit.transport import Transport
 from tripkit.transport.resp import RespTransport
 from tripkit.transport.rest import RestTransport
 
@@ -78,7 +78,25 @@ async def test_service_errors_become_typed_errors(
     with pytest.raises(kind) as info:
         await transport.execute("EVAL", f"return redis.error_reply('{message}')", 0)
     assert remedy.lower() in str(info.value).lower()
-    assert kind is error_from_reply(message).__class__
+
+
+async def test_resp_sends_nothing_it_does_not_count() -> None:
+    """No hidden CLIENT SETINFO on connect: Upstash would bill it."""
+    with EmbeddedRedis() as server:
+        raw = redis.Redis.from_url(server.url, protocol=2, driver_info=None)
+        raw.config_resetstat()
+        t = RespTransport(server.url, timeout=3)
+        await t.execute("SET", "k", "v")
+        await t.execute("GET", "k", retry_safe=True)
+        await t.aclose()
+        executed = {
+            name.removeprefix("cmdstat_").upper(): int(stat["calls"])
+            for name, stat in raw.info("commandstats").items()
+        }
+        raw.close()
+    executed.pop("INFO", None)
+    executed.pop("CONFIG", None)
+    assert executed == dict(t.counter.by_name) == {"SET": 1, "GET": 1}
 
 
 async def test_command_errors_are_reported(transport: Transport) -> None:

@@ -41,7 +41,7 @@ class RedisCommandCounter:
     """
 
     def __init__(self, redis_url: str) -> None:
-        self._client = redis.Redis.from_url(redis_url, protocol=2, lib_name=None, lib_version=None)
+        self._client = redis.Redis.from_url(redis_url, protocol=2, driver_info=None)
 
     def reset(self) -> None:
         self._client.config_resetstat()

@@ -51,9 +51,14 @@ class RespTransport:
                 retry_on_error=[],
                 decode_responses=False,
                 protocol=2,
+                # no CLIENT SETINFO on connect: Upstash would bill two commands per connection
+                driver_info=None,
             )
-        except ValueError as exc:  # bad URL shape, detected by redis-py
-            raise ConfigError(f"REDIS_URL is malformed: {exc}.") from None
+        except ValueError:  # redis-py's message may quote part of the password
+            raise ConfigError(
+                "REDIS_URL is malformed.",
+                remedy="Use redis://[user:password@]host:port[/db]; %-encode special characters.",
+            ) from None
         self._client.response_callbacks.clear()
 
     @classmethod

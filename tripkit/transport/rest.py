@@ -96,10 +96,12 @@ class RestTransport:
             timeout=settings.redis_timeout,
         )
 
-    async def _post(self, path: str, body: Any, *, retry_safe: bool) -> Any:
+    async def _post(self, path: str, body: Any, names: list[str], *, retry_safe: bool) -> Any:
         headers = {"upstash-sync-token": self._sync_token} if self._sync_token else None
         attempts = 2 if retry_safe else 1
         for attempt in range(attempts):
+            for name in names:  # every attempt may reach Upstash, and each is billed
+                self.counter.add(name)
             try:
                 response = await self._client.post(path, json=body, headers=headers)
                 break
@@ -134,18 +136,16 @@ class RestTransport:
         return payload
 
     async def execute(self, *args: Arg, retry_safe: bool = False) -> Reply:
-        self.counter.add(str(args[0]))
         body = [_arg(a) for a in args]
-        payload = await self._post("/", body, retry_safe=retry_safe)
+        payload = await self._post("/", body, [str(args[0])], retry_safe=retry_safe)
         if not isinstance(payload, dict) or "result" not in payload:
             raise StoreError("Upstash sent a reply without a result.")
         return _decode(payload["result"])
 
     async def pipeline(self, *commands: list[Arg]) -> list[Reply | CommandError]:
-        for command in commands:
-            self.counter.add(str(command[0]))
         body = [[_arg(a) for a in command] for command in commands]
-        payload = await self._post("/pipeline", body, retry_safe=False)
+        names = [str(command[0]) for command in commands]
+        payload = await self._post("/pipeline", body, names, retry_safe=False)
         if not isinstance(payload, list) or len(payload) != len(commands):
             raise StoreError("Upstash sent a pipeline reply of the wrong shape.")
         out: list[Reply | CommandError] = []
