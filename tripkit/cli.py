@@ -110,6 +110,17 @@ def _report(args: argparse.Namespace) -> int:
     return 0
 
 
+async def _harvest(args: argparse.Namespace) -> int:
+    from tripkit.usage import harvest_from_redis
+
+    history, done = await harvest_from_redis(args.csv, env_dir=args.env_dir)
+    print(
+        f"harvested {done.found} run records ({done.new} new) for {done.total_commands} "
+        f"Redis commands; {len(history)} generations in {args.csv}"
+    )
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="tripkit", description=__doc__.splitlines()[0])
     parser.add_argument("--version", action="version", version=f"tripkit {__version__}")
@@ -144,6 +155,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--timeout", type=float, default=5.0, help="seconds per check (default 5)")
     p.set_defaults(func=_check)
 
+    p = sub.add_parser("harvest", help="copy the run records in Redis into the history CSV")
+    p.add_argument("csv", nargs="?", default="reports/data/runs.csv", help="the history CSV")
+    p.set_defaults(func=_harvest)
+
     p = sub.add_parser("report", help="run the usage report: dated notebook + code-free HTML")
     p.add_argument("--output-dir", default="reports", help="where they go (default: reports)")
     p.add_argument(
@@ -176,6 +191,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     except KeyboardInterrupt:
         return 130
+    except ModuleNotFoundError as exc:  # an optional extra is not installed
+        print(
+            f"tripkit: this command needs the module {exc.name!r}: "
+            "pip install 'tripkit[notebooks]' (or 'tripkit[local]' for dev/demo).",
+            file=sys.stderr,
+        )
+        return 2
     return int(result) if isinstance(result, int) else 0
 
 

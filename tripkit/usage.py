@@ -13,7 +13,7 @@ Where the data comes from:
   Redis only as long as the session. The report therefore *harvests* the records
   (:func:`collect_run_records`: SCAN + MGET, a few commands) into a CSV
   (:func:`harvest`, deduplicated by session id). Scheduled harvests are how the
-  history outlives the TTL: ``python -m tripkit.usage harvest`` every 30 minutes (a
+  history outlives the TTL: ``tripkit harvest`` every 30 minutes (a
   few commands) and ``tripkit report`` daily miss nothing (see ``reports/README.md``).
 - **Inngest's runs API** (``GET /v1/events/{id}/runs``, ``GET /v1/runs/{id}``, which
   tripkit's local executor speaks too): runs and, where given, steps and attempts.
@@ -26,7 +26,7 @@ guide's older free tiers, ``current``: the newest found) and shows the others be
 The Redis cost of one generation (:func:`redis_commands_per_generation`, asserted against
 a real run in the tests): create 1 + writes (running 1, one per bundle summary,
 complete 1) + the worker's read 1 + the run record 1 + the client's polls. The polls
-dominate: a 6-minute generation polled every 2 s is ~181 GETs against 9 other commands.
+dominate: a 6-minute generation polled every 2 s is ~181 GETs against 8 other commands.
 """
 
 from __future__ import annotations
@@ -1191,7 +1191,7 @@ class UsageReport:
             f"(read_regions={self.read_regions}); pay-as-you-go may bill all commands, not "
             "only those past the free allowance (our sources do not say).",
             "Harvesting run records costs commands too (SCAN + MGET). Run records expire with "
-            "their sessions: harvest more often than the TTL (python -m tripkit.usage harvest, "
+            "their sessions: harvest more often than the TTL (tripkit harvest, "
             "every 30 minutes) or the history misses generations.",
             "The guide's numbers are older free tiers; see tripkit/data/plan_limits.json for "
             "every number's source and date.",
