@@ -11,6 +11,7 @@ import sys
 from datetime import UTC, date, datetime
 from pathlib import Path
 
+import nbformat
 import pandas as pd
 import pytest
 
@@ -127,17 +128,24 @@ def test_an_unknown_parameter_is_refused_before_running(tmp_path: Path) -> None:
     assert not list(tmp_path.glob("usage-*"))
 
 
-def test_a_cell_timeout_is_a_failure(tmp_path: Path, history: tuple[Path, str]) -> None:
-    csv, _ = history
-    # Papermill marks the notebook "completed" after a timeout; the error must still surface.
+def test_a_cell_timeout_is_a_failure(tmp_path: Path) -> None:
+    # A notebook whose cell certainly outlasts the timeout. Papermill marks the notebook
+    # "completed" after a timeout; the error must still surface.
+    slow = nbformat.v4.new_notebook()
+    params = nbformat.v4.new_code_cell("data_source = 'csv'")
+    params.metadata["tags"] = ["parameters"]
+    slow.cells = [params, nbformat.v4.new_code_cell("import time\ntime.sleep(30)")]
+    slow.metadata["kernelspec"] = {
+        "name": "python3",
+        "display_name": "Python 3",
+        "language": "python",
+    }
+    notebook = tmp_path / "slow.ipynb"
+    nbformat.write(slow, notebook)
+    out = tmp_path / "out"
     with pytest.raises(ReportError, match="did not finish: CellTimeoutError"):
-        run_report(
-            tmp_path,
-            parameters={"data_source": "csv", "history_csv": csv},
-            timeout=1,
-            notebook=ROOT / "notebooks" / "03_usage_report.ipynb",
-        )
-    assert not list(tmp_path.glob("*.html"))
+        run_report(out, parameters={"data_source": "csv"}, timeout=2, notebook=notebook)
+    assert not list(out.glob("*.html"))
 
 
 def test_same_day_reports_get_a_suffix_unless_overwritten(tmp_path: Path) -> None:

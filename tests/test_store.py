@@ -89,8 +89,9 @@ async def test_every_key_has_a_ttl_within_the_configured_one(
         await store.complete(s, [bundle(0)])
     failed = await store.create(PREFS)
     await store.fail(failed.session_id, "model said no")
+    await store.put_run_record(failed.session_id, {"status": "failed"})
     found = list(raw.scan_iter(match=keys.pattern(store.prefix)))
-    assert len(found) == 4
+    assert len(found) == 5  # 4 sessions and a run record
     for key in found:
         ttl = raw.ttl(key)
         assert 0 < ttl <= TTL, (key, ttl)

@@ -26,7 +26,6 @@ MAX_BUNDLES = 10
 DEFAULT_BUNDLES = 3
 
 Pace = Literal["relaxed", "balanced", "packed"]
-SessionStatus = Literal["queued", "running", "completed", "failed"]
 
 
 class Status(StrEnum):

@@ -73,12 +73,6 @@ class SessionStore:
             raise StoreError("GET returned a non-string reply.")
         return sessions.decode(raw)
 
-    async def get_or_none(self, session_id: str) -> Session | None:
-        try:
-            return await self.get(session_id)
-        except SessionNotFound:
-            return None
-
     async def _replace(self, session: Session) -> Session:
         # Writing the same document again is harmless, so a lost reply may be retried.
         reply = await self.transport.execute(
