@@ -391,11 +391,7 @@ async def test_signing_key_against_a_dev_mode_app_fails(
 @pytest.fixture(scope="module")
 def signed_stack() -> Iterator[tuple[LocalStack, str]]:
     key = "signkey-test-" + secrets.token_hex(32)
-    config = StackConfig(
-        chunk_delay=0.0,
-        signing_key=key,
-        extra_app_env={"INNGEST_EVENT_KEY": "evt-local-" + secrets.token_hex(8)},
-    )
+    config = StackConfig(chunk_delay=0.0, signing_key=key)
     with LocalStack(config) as running:
         yield running, key
 
@@ -405,7 +401,8 @@ async def test_signed_production_mode(
     signed_stack: tuple[LocalStack, str], clean_env: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
     stack, key = signed_stack
-    env = {**stack.env, "INNGEST_SIGNING_KEY": key, "INNGEST_EVENT_KEY": "k" * 40}
+    assert stack.event_key is not None  # signed mode: the stack's executor takes only this key
+    env = {**stack.env, "INNGEST_SIGNING_KEY": key, "INNGEST_EVENT_KEY": stack.event_key}
     results = await run_checks(settings_from(env, clean_env, tmp_path))
     got = by_id(results)
     assert [r.id for r in results if r.status is CheckStatus.FAIL] == []
