@@ -511,7 +511,7 @@ def report(args: argparse.Namespace, latency: LatencyResult, gens: list[Generati
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--requests", type=int, default=100, help="loaded POSTs (default 100)")
-    parser.add_argument("--idle-requests", type=int, default=20, help="idle POSTs (default 20)")
+    parser.add_argument("--idle-requests", type=int, default=100, help="idle POSTs (default 100)")
     parser.add_argument("--warmup", type=int, default=5, help="uncounted POSTs (default 5)")
     parser.add_argument("--drain-timeout", type=float, default=300.0, help="backlog wait (s)")
     parser.add_argument("--generations", type=int, default=5, help="detailed runs (default 5)")

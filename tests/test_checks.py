@@ -242,7 +242,7 @@ async def test_openai_key_and_model(
     right = settings_from({**base, "OPENAI_API_KEY": "sk-right"}, clean_env, tmp_path)
     [result] = await run_checks(right, only=["openai.model"])
     assert result.status is CheckStatus.PASS, result.detail
-    assert "gpt-4o-mini available" in result.detail
+    assert "gpt-5.4-mini available" in result.detail
 
     unknown = load_settings(tmp_path, openai_model="gpt-nonexistent")
     [result] = await run_checks(unknown, only=["openai.model"])

@@ -79,7 +79,7 @@ class Settings(BaseSettings):
         alias="TRIPKIT_KEY_PREFIX",
     )
     openai_model: str = Field(
-        default="gpt-4o-mini",
+        default="gpt-5.4-mini",
         validation_alias=AliasChoices("TRIPKIT_OPENAI_MODEL", "OPENAI_MODEL"),
     )
 

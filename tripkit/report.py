@@ -193,7 +193,9 @@ def run_report(
             request_save_on_cell_execute=True,  # a timeout still leaves the partial notebook
             execution_timeout=max(1, int(timeout)),
             cwd=os.getcwd(),
-            extra_arguments=["--log-level=ERROR"],  # the kernel's own warnings, on our stderr
+            # the kernel logs to our stderr; keep it quiet (cron mails any output), errors in
+            # cells are in the notebook and raise here anyway
+            extra_arguments=["--log-level=CRITICAL"],
         )
     except papermill.PapermillExecutionError as exc:
         _keep(partial, failed)
