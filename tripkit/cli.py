@@ -47,17 +47,17 @@ def _dev(args: argparse.Namespace) -> int:
     from tripkit.devstack.stack import LocalStack, StackConfig
 
     stop = threading.Event()
-    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    # Handled explicitly (not as KeyboardInterrupt), so Ctrl-C also stops a `tripkit dev`
+    # whose shell started it with SIGINT ignored, as non-interactive shells do with `&`.
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda *_: stop.set())
     config = StackConfig(api_port=args.port, chunk_delay=args.chunk_delay)
     with LocalStack(config) as stack:
         print("tripkit dev ready", flush=True)
         for name, value in stack.env.items():
             print(f"{name}={value}", flush=True)
         print(f"# logs: {stack.log_dir}; Ctrl-C stops everything", flush=True)
-        try:
-            while not stop.wait(0.5):
-                pass
-        except KeyboardInterrupt:
+        while not stop.wait(0.5):
             pass
     return 0
 
