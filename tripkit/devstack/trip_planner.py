@@ -29,6 +29,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from pydantic.alias_generators import to_camel
 
+from tripkit.model import Outline
 from tripkit.models import MAX_BUNDLES, Bundle, ItineraryDay, Pace, Preferences, Summary
 
 NOT_A_TRIP_REPLY = (
@@ -80,17 +81,6 @@ class Dataset(_DataModel):
     def find(self, name: str) -> Destination | None:
         key = _norm(name)
         return next((d for d in self.destinations if _norm(d.name) == key), None)
-
-
-class Outline(_DataModel):
-    """One line of the plan: which destination bundle ``index`` will be about."""
-
-    model_config = ConfigDict(extra="ignore")
-
-    index: int = Field(ge=0, lt=MAX_BUNDLES)
-    destination: str = Field(min_length=1, max_length=200)
-    country: str = Field(default="", max_length=100)
-    theme: str = Field(default="", max_length=200)
 
 
 @dataclass(frozen=True)
