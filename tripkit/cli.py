@@ -111,7 +111,7 @@ def _report(args: argparse.Namespace) -> int:
 
 
 async def _harvest(args: argparse.Namespace) -> int:
-    from tripkit.usage import harvest_from_redis
+    from tripkit.history import harvest_from_redis
 
     history, done = await harvest_from_redis(args.csv, env_dir=args.env_dir)
     print(

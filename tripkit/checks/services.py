@@ -35,6 +35,7 @@ from tripkit.checks.core import (
 )
 from tripkit.config import mask_url
 from tripkit.errors import CommandError, RedisTimeout, RedisUnavailable, TripkitError
+from tripkit.plans import load_plans
 from tripkit.transport import Transport, connect
 
 #: Upstash Free's data size, when tripkit/data/plan_limits.json (the report's plan data,
@@ -167,12 +168,8 @@ def _parse_info(text: bytes) -> dict[str, str]:
 
 def free_tier_data_size() -> tuple[int, str]:
     """Upstash Free's data size in bytes and its source, from the plan data if present."""
-    import json
-    from importlib import resources
-
     try:
-        text = resources.files("tripkit").joinpath("data/plan_limits.json").read_text("utf-8")
-        item = json.loads(text)["profiles"]["current"]["limits"]["redis_storage_bytes"]
+        item = load_plans()["profiles"]["current"]["limits"]["redis_storage_bytes"]
         return int(item["value"]), f"{item['source']}, {item['date']}"
     except (OSError, ValueError, KeyError, TypeError):
         return FREE_TIER_DATA_BYTES, FREE_TIER_SOURCE
