@@ -13,6 +13,9 @@ Writes replace the document the writer computed from the session it last saw, so
 session has one writer at a time: the generation run (its steps run one after the
 other). Retried writes are idempotent because the transitions in
 :mod:`tripkit.sessions` are: writing summary #3 twice leaves one summary #3.
+The worker's run record (timings, attempts, tokens) is one more key per session,
+written once per run with ``SET ... EX ttl``, so it expires with the session.
+
 A Lua script could check-and-modify in one round trip, but Upstash bills a script as
 one command plus each ``redis.call`` inside it, so it would cost 3 per write.
 """

@@ -158,10 +158,6 @@ def _iso(value: Any) -> str | None:
     return value.isoformat() if value is not None else None
 
 
-def _usage(outputs: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    return [o["usage"] for o in outputs]
-
-
 def create_functions(client: inngest.Inngest, worker: Worker) -> list[inngest.Function[Any]]:
     """The Inngest functions this app serves (one, plus its failure handler)."""
 
@@ -205,7 +201,7 @@ def create_functions(client: inngest.Inngest, worker: Worker) -> list[inngest.Fu
             "bundles": len(outputs),
             "steps": 2 + len(outputs),
             "modelCalls": 1 + len(outputs),
-            "usage": [planned["usage"], *_usage(outputs)],
+            "usage": [planned["usage"], *(o["usage"] for o in outputs)],
         }
         return await ctx.step.run(
             "finalize", worker.finalize, state, [o["bundle"] for o in outputs], record

@@ -21,11 +21,6 @@ from tripkit.errors import CommandError, QuotaExceeded, RedisAuthError, StoreErr
 Arg = str | bytes | int | float
 Reply: TypeAlias = "bytes | int | list[Reply] | None"
 
-#: Commands Upstash does not bill (from Upstash's pricing docs).
-FREE_COMMANDS = frozenset(
-    {"PING", "INFO", "AUTH", "HELLO", "SELECT", "COMMAND", "CONFIG", "RESET", "QUIT"}
-)
-
 
 class CommandCounter:
     """Counts the commands a transport sent, by upper-case command name."""
@@ -39,11 +34,6 @@ class CommandCounter:
     @property
     def total(self) -> int:
         return sum(self.by_name.values())
-
-    @property
-    def billable(self) -> int:
-        """Commands Upstash would bill (each command in a pipeline counts on its own)."""
-        return sum(n for name, n in self.by_name.items() if name not in FREE_COMMANDS)
 
     def snapshot(self) -> Counter[str]:
         return Counter(self.by_name)
