@@ -93,3 +93,24 @@ def test_malformed_values_name_the_variable_not_the_value(
     message = str(info.value)
     assert name in message and says in message and ".env.local" in message
     assert "SECRET" not in message
+
+
+def test_role_and_load_knobs_default_and_refuse_nonsense(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    s = load_settings(tmp_path)
+    assert s.role == "all"
+    assert (s.generation_concurrency, s.redis_max_connections, s.redis_pool_wait) == (10, 50, 1.0)
+    monkeypatch.setenv("TRIPKIT_ROLE", "worker")
+    assert load_settings(tmp_path).role == "worker"
+    for name, value in (
+        ("TRIPKIT_ROLE", "frontend"),
+        ("TRIPKIT_GENERATION_CONCURRENCY", "0"),
+        ("TRIPKIT_REDIS_MAX_CONNECTIONS", "many"),
+        ("TRIPKIT_REDIS_POOL_WAIT", "-1"),
+    ):
+        with monkeypatch.context() as m:
+            m.setenv(name, value)
+            with pytest.raises(ConfigError, match=name) as info:
+                load_settings(tmp_path)
+            assert "Traceback" not in str(info.value)

@@ -22,6 +22,9 @@ from tripkit.errors import ConfigError
 ENV_FILES = (".env.local", ".env")
 
 TransportName = Literal["auto", "resp", "rest"]
+#: What one app process serves: ``all`` (small setups), or one side of a split deployment
+#: (``api``: the public routes; ``worker``: the Inngest serve endpoint that runs the steps).
+Role = Literal["all", "api", "worker"]
 
 _WHERE = "Set it in the environment or in .env.local (see README.md, 'Configuration')."
 
@@ -69,8 +72,16 @@ class Settings(BaseSettings):
     inngest_base_url: str | None = Field(default=None, alias="INNGEST_BASE_URL")
 
     # --- tripkit's knobs -------------------------------------------------------------
+    role: Role = Field(default="all", alias="TRIPKIT_ROLE")
+    generation_concurrency: int = Field(
+        default=10, ge=1, le=1000, alias="TRIPKIT_GENERATION_CONCURRENCY"
+    )
     redis_transport: TransportName = Field(default="auto", alias="TRIPKIT_REDIS_TRANSPORT")
     redis_timeout: float = Field(default=5.0, gt=0, le=120, alias="TRIPKIT_REDIS_TIMEOUT")
+    redis_max_connections: int = Field(
+        default=50, ge=1, le=1000, alias="TRIPKIT_REDIS_MAX_CONNECTIONS"
+    )
+    redis_pool_wait: float = Field(default=1.0, gt=0, le=60, alias="TRIPKIT_REDIS_POOL_WAIT")
     session_ttl: int = Field(default=3600, ge=60, le=7 * 24 * 3600, alias="TRIPKIT_SESSION_TTL")
     poll_interval: float = Field(default=2.0, gt=0, le=300, alias="TRIPKIT_POLL_INTERVAL")
     key_prefix: str = Field(
@@ -174,8 +185,12 @@ class Settings(BaseSettings):
                 mask_url(self.openai_base_url) if self.openai_base_url else "default"
             ),
             "TRIPKIT_OPENAI_MODEL": self.openai_model,
+            "TRIPKIT_ROLE": self.role,
+            "TRIPKIT_GENERATION_CONCURRENCY": str(self.generation_concurrency),
             "TRIPKIT_REDIS_TRANSPORT": self.redis_transport,
             "TRIPKIT_REDIS_TIMEOUT": str(self.redis_timeout),
+            "TRIPKIT_REDIS_MAX_CONNECTIONS": str(self.redis_max_connections),
+            "TRIPKIT_REDIS_POOL_WAIT": str(self.redis_pool_wait),
             "TRIPKIT_KEY_PREFIX": self.key_prefix,
             "TRIPKIT_SESSION_TTL": str(self.session_ttl),
             "TRIPKIT_POLL_INTERVAL": str(self.poll_interval),

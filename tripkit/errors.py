@@ -66,6 +66,17 @@ class RedisTimeout(StoreError):
     )
 
 
+class RedisBusy(StoreError):
+    """Every connection of this process to Redis was in use for the whole pool wait."""
+
+    remedy = (
+        "This process has more Redis calls in flight than TRIPKIT_REDIS_MAX_CONNECTIONS "
+        "allows, usually because Redis is slow or the process is overloaded: retry shortly; "
+        "if it persists, run the API and the worker in separate processes (README, "
+        "'Deployment shapes') or lower TRIPKIT_GENERATION_CONCURRENCY."
+    )
+
+
 class RedisAuthError(StoreError):
     """The token or password was refused (``WRONGPASS``)."""
 

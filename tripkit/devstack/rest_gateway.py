@@ -30,7 +30,7 @@ from urllib.parse import unquote_to_bytes
 
 import uvicorn
 from starlette.applications import Starlette
-from starlette.requests import Request
+from starlette.requests import ClientDisconnect, Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 from starlette.types import Receive, Scope, Send
@@ -257,6 +257,9 @@ class _Gateway:
         except TripkitError as err:
             # Redis unreachable, timed out, refused our password, protocol trouble.
             return self.respond(500, {"error": f"ERR {err.message}"})
+        except ClientDisconnect:
+            # The client left before sending its whole body (it gave up): nobody to answer.
+            return self.respond(400, {"error": "ERR the client disconnected"})
         except Exception as exc:
             log.exception("REST gateway: unexpected error")
             return self.respond(500, {"error": f"ERR internal gateway error: {exc}"})

@@ -2,8 +2,13 @@
 
 redis-py is configured so that it never retries by itself (its default retries any
 command, writes included, up to three times); tripkit retries only commands the caller
-marks ``retry_safe``, once. Response callbacks are switched off so replies have the same
-shapes as on the REST transport.
+marks ``retry_safe``, once, after a connection failure (never after a timeout). Response
+callbacks are switched off so replies have the same shapes as on the REST transport.
+
+The pool is bounded (redis-py's default opens a new connection for every concurrent
+command, so a burst becomes a burst of connections to Upstash), and calls pass the same
+:class:`~tripkit.transport.gate.Gate` as on REST: a fixed number in flight, a short wait
+for a slot, and a caller's cancellation never lands inside redis-py.
 """
 
 from __future__ import annotations
@@ -16,7 +21,15 @@ from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 
 from tripkit.config import Settings, mask_url
-from tripkit.errors import CommandError, ConfigError, RedisTimeout, RedisUnavailable, StoreError
+from tripkit.errors import (
+    CommandError,
+    ConfigError,
+    RedisBusy,
+    RedisTimeout,
+    RedisUnavailable,
+    StoreError,
+)
+from tripkit.gate import Gate
 from tripkit.transport import Arg, CommandCounter, Reply, error_from_reply
 
 
@@ -39,16 +52,27 @@ class RespTransport:
 
     name = "resp"
 
-    def __init__(self, url: str, *, timeout: float = 5.0) -> None:
+    def __init__(
+        self,
+        url: str,
+        *,
+        timeout: float = 5.0,
+        max_connections: int = 50,
+        pool_wait: float = 1.0,
+    ) -> None:
         self.counter = CommandCounter()
         self._where = mask_url(url)
+        self.timeout = timeout
+        where = f"Redis at {self._where}"
+        self.gate = Gate(max_connections, pool_wait, busy=lambda why: RedisBusy(f"{where}: {why}."))
         try:
-            self._client = aioredis.Redis.from_url(
+            pool = aioredis.BlockingConnectionPool.from_url(
                 url,
+                max_connections=max_connections,
+                timeout=pool_wait,  # a backstop: the gate admits no more than the pool holds
                 socket_timeout=timeout,
                 socket_connect_timeout=timeout,
                 retry=Retry(NoBackoff(), 0),
-                retry_on_error=[],
                 decode_responses=False,
                 protocol=2,
                 # no CLIENT SETINFO on connect: Upstash would bill two commands per connection
@@ -59,13 +83,21 @@ class RespTransport:
                 "REDIS_URL is malformed.",
                 remedy="Use redis://[user:password@]host:port[/db]; %-encode special characters.",
             ) from None
+        self._client = aioredis.Redis(
+            connection_pool=pool, retry=Retry(NoBackoff(), 0), retry_on_error=[]
+        )
         self._client.response_callbacks.clear()
 
     @classmethod
     def from_settings(cls, settings: Settings) -> RespTransport:
         if settings.redis_url is None:
             raise ConfigError("REDIS_URL is not set.", remedy="Set it, or use the REST transport.")
-        return cls(settings.redis_url.get_secret_value(), timeout=settings.redis_timeout)
+        return cls(
+            settings.redis_url.get_secret_value(),
+            timeout=settings.redis_timeout,
+            max_connections=settings.redis_max_connections,
+            pool_wait=settings.redis_pool_wait,
+        )
 
     def _translate(self, exc: Exception) -> StoreError:
         if isinstance(exc, rexc.AuthenticationError | rexc.AuthorizationError):
@@ -79,12 +111,15 @@ class RespTransport:
         return StoreError(f"Redis at {self._where} failed: {str(exc).rstrip('.')}.")
 
     async def execute(self, *args: Arg, retry_safe: bool = False) -> Reply:
+        return await self.gate.run(lambda: self._execute(args, retry_safe))
+
+    async def _execute(self, args: tuple[Arg, ...], retry_safe: bool) -> Reply:
         attempts = 2 if retry_safe else 1
         for attempt in range(attempts):
             self.counter.add(str(args[0]))
             try:
                 return _normalize(await self._client.execute_command(*args))  # type: ignore[no-untyped-call]
-            except (rexc.ConnectionError, rexc.TimeoutError) as exc:
+            except rexc.ConnectionError as exc:
                 if attempt + 1 < attempts:
                     continue
                 raise self._translate(exc) from None
@@ -93,6 +128,9 @@ class RespTransport:
         raise AssertionError("unreachable")
 
     async def pipeline(self, *commands: list[Arg]) -> list[Reply | CommandError]:
+        return await self.gate.run(lambda: self._pipeline(commands))
+
+    async def _pipeline(self, commands: tuple[list[Arg], ...]) -> list[Reply | CommandError]:
         for command in commands:
             self.counter.add(str(command[0]))
         pipe = self._client.pipeline(transaction=False)
@@ -114,4 +152,6 @@ class RespTransport:
         return out
 
     async def aclose(self) -> None:
+        await self.gate.drain(self.timeout)
         await self._client.aclose()
+        await self._client.connection_pool.disconnect()

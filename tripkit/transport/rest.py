@@ -1,38 +1,48 @@
-"""Upstash's REST protocol, as a thin client on httpx.
+"""Upstash's REST protocol, as a thin client on aiohttp.
 
 Why not the official ``upstash-redis`` SDK (1.8.0)? Its HTTP client has no timeout, it
 retries any failed request once after 3 s (so a write can run twice), it never checks
 the HTTP status, a failing command in a pipeline loses the other results, ``hset`` drops
 falsy values, and with base64 on a non-UTF-8 value raises on read. This client instead:
 
-- sets a timeout on every request;
+- sets a timeout on every request, and admits at most as many concurrent requests as
+  its pool has connections (see :mod:`tripkit.gate` for why);
 - retries only when the caller marks a command ``retry_safe``, and then only once, on a
-  connection failure or timeout;
+  connection failure (a keep-alive connection the server closed); never after a
+  timeout, which would double the load on a Redis that is already slow;
 - checks the HTTP status and maps Upstash's errors (401 WRONGPASS, quota messages, 5xx)
   to typed tripkit errors;
 - asks for ``Upstash-Encoding: base64`` so any bytes round-trip, and decodes every
   string except the literal ``OK`` (which Upstash leaves as is);
 - returns per-command errors of a pipeline in place, keeping the other results;
 - sends back ``upstash-sync-token`` for read-your-writes across replicas.
+
+Why aiohttp and not httpx: every poll and every session write is one request, so the
+client's cost per request bounds how many polls one process serves. Measured against the
+local gateway with 50 requests in flight, httpx 0.28 spent 4.1 ms of CPU per request
+(its pool scans every connection's socket for each request), aiohttp 0.4 ms.
 """
 
 from __future__ import annotations
 
 import base64
 import binascii
+import json
 from typing import Any
 
-import httpx
+import aiohttp
 
 from tripkit.config import Settings
 from tripkit.errors import (
     CommandError,
     ConfigError,
     RedisAuthError,
+    RedisBusy,
     RedisTimeout,
     RedisUnavailable,
     StoreError,
 )
+from tripkit.gate import Gate
 from tripkit.transport import Arg, CommandCounter, Reply, error_from_reply
 
 
@@ -68,18 +78,41 @@ class RestTransport:
 
     name = "rest"
 
-    def __init__(self, url: str, token: str, *, timeout: float = 5.0) -> None:
+    def __init__(
+        self,
+        url: str,
+        token: str,
+        *,
+        timeout: float = 5.0,
+        max_connections: int = 50,
+        pool_wait: float = 1.0,
+    ) -> None:
         self.counter = CommandCounter()
         self.url = url.rstrip("/")
+        self.timeout = timeout
+        self.max_connections = max_connections
+        self._headers = {
+            "Authorization": f"Bearer {token}",
+            "Upstash-Encoding": "base64",
+            "Content-Type": "application/json",
+        }
         self._sync_token: str | None = None
-        self._client = httpx.AsyncClient(
-            base_url=self.url,
-            timeout=httpx.Timeout(timeout),
-            headers={
-                "Authorization": f"Bearer {token}",
-                "Upstash-Encoding": "base64",
-            },
-        )
+        where = f"Upstash at {self.url}"
+        self.gate = Gate(max_connections, pool_wait, busy=lambda why: RedisBusy(f"{where}: {why}."))
+        # Built on first use: aiohttp binds a session to the running event loop.
+        self._session: aiohttp.ClientSession | None = None
+
+    def _http(self) -> aiohttp.ClientSession:
+        if self._session is None or self._session.closed:
+            self._session = aiohttp.ClientSession(
+                # The gate admits no more requests than there are connections, so the
+                # connector never makes one wait.
+                connector=aiohttp.TCPConnector(limit=self.max_connections),
+                timeout=aiohttp.ClientTimeout(total=self.timeout),
+                headers=self._headers,
+                skip_auto_headers=("User-Agent",),
+            )
+        return self._session
 
     @classmethod
     def from_settings(cls, settings: Settings) -> RestTransport:
@@ -94,45 +127,55 @@ class RestTransport:
             settings.upstash_redis_rest_url,
             settings.upstash_redis_rest_token.get_secret_value(),
             timeout=settings.redis_timeout,
+            max_connections=settings.redis_max_connections,
+            pool_wait=settings.redis_pool_wait,
         )
 
     async def _post(self, path: str, body: Any, names: list[str], *, retry_safe: bool) -> Any:
+        return await self.gate.run(lambda: self._send(path, body, names, retry_safe=retry_safe))
+
+    async def _send(self, path: str, body: Any, names: list[str], *, retry_safe: bool) -> Any:
         headers = {"upstash-sync-token": self._sync_token} if self._sync_token else None
+        data = json.dumps(body, separators=(",", ":")).encode()
         attempts = 2 if retry_safe else 1
         for attempt in range(attempts):
             for name in names:  # every attempt may reach Upstash, and each is billed
                 self.counter.add(name)
             try:
-                response = await self._client.post(path, json=body, headers=headers)
+                async with self._http().post(
+                    self.url + path, data=data, headers=headers
+                ) as response:
+                    status = response.status
+                    raw = await response.read()
+                    if token := response.headers.get("upstash-sync-token"):
+                        self._sync_token = token
                 break
-            except httpx.TimeoutException:
-                if attempt + 1 < attempts:
-                    continue
-                raise RedisTimeout(f"Upstash at {self.url} did not answer in time.") from None
-            except httpx.TransportError as exc:
+            except TimeoutError:
+                raise RedisTimeout(
+                    f"Upstash at {self.url} did not answer within {self.timeout:g} s."
+                ) from None
+            except aiohttp.ClientError as exc:
                 if attempt + 1 < attempts:
                     continue
                 raise RedisUnavailable(
                     f"Cannot reach Upstash at {self.url}: {type(exc).__name__}."
                 ) from None
-        if token := response.headers.get("upstash-sync-token"):
-            self._sync_token = token
         try:
-            payload = response.json()
+            payload = json.loads(raw)
         except ValueError:
             payload = None
-        if response.status_code == 401:
+        if status == 401:
             raise RedisAuthError("Upstash refused the token (401 WRONGPASS).")
-        if response.status_code >= 500 or payload is None:
+        if status >= 500 or payload is None:
             raise RedisUnavailable(
-                f"Upstash at {self.url} answered HTTP {response.status_code}"
+                f"Upstash at {self.url} answered HTTP {status}"
                 + (f": {payload.get('error')}" if isinstance(payload, dict) else "")
                 + "."
             )
-        if response.status_code == 400 and isinstance(payload, dict) and "error" in payload:
+        if status == 400 and isinstance(payload, dict) and "error" in payload:
             raise error_from_reply(str(payload["error"]))
-        if response.status_code != 200:
-            raise RedisUnavailable(f"Upstash at {self.url} answered HTTP {response.status_code}.")
+        if status != 200:
+            raise RedisUnavailable(f"Upstash at {self.url} answered HTTP {status}.")
         return payload
 
     async def execute(self, *args: Arg, retry_safe: bool = False) -> Reply:
@@ -162,4 +205,7 @@ class RestTransport:
         return out
 
     async def aclose(self) -> None:
-        await self._client.aclose()
+        await self.gate.drain(self.timeout)
+        if self._session is not None:
+            await self._session.close()
+            self._session = None
