@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import uuid
 from collections.abc import AsyncIterator, Iterator
@@ -21,7 +22,7 @@ from tripkit.models import Preferences, Status
 from tripkit.store import SessionStore
 from tripkit.transport.resp import RespTransport
 from tripkit.transport.rest import RestTransport
-from tripkit.trigger import TriggerError, event_for, request_bundles
+from tripkit.trigger import EventSender, TriggerError, event_for, request_bundles
 from tripkit.worker import EVENT_NAME, BundlesRequested, inngest_client
 
 PREFS = Preferences(interests=["food", "hiking"], trip_length_days=3, budget=1800, bundle_count=2)
@@ -132,3 +133,59 @@ async def test_inngest_reachable_queues_one_run_per_session(
     again = runs_of(stack, session.session_id)
     assert [r["run_id"] for r in again] == [runs[0]["run_id"]]
     assert again[0]["status"] == "Completed"
+
+
+# --- the app's sender: a burst becomes a few batched requests ----------------------------
+
+
+def events_named(stack: LocalStack, name: str) -> list[dict[str, Any]]:
+    response = httpx.get(
+        f"{stack.inngest_url}/v1/events", params={"name": name, "limit": 1000}, timeout=5
+    )
+    response.raise_for_status()
+    events: list[dict[str, Any]] = response.json()["data"]
+    return events
+
+
+async def test_a_lone_event_leaves_at_once_in_its_own_request(
+    stack: LocalStack, tmp_path: Path
+) -> None:
+    sender = EventSender(client_for(tmp_path, stack.inngest_url))
+    name = f"tripkit/test.lone-{uuid.uuid4().hex[:8]}"  # no function listens: no run starts
+    event_id = await sender.send(inngest.Event(name=name, data={"n": 1}))
+    assert sender.requests == 1
+    (event,) = events_named(stack, name)
+    assert event["internal_id"] == event_id and event["data"] == {"n": 1}
+
+
+async def test_a_burst_of_events_goes_out_in_a_few_batched_requests(
+    stack: LocalStack, tmp_path: Path
+) -> None:
+    sender = EventSender(client_for(tmp_path, stack.inngest_url), in_flight=2, max_batch=20)
+    name = f"tripkit/test.burst-{uuid.uuid4().hex[:8]}"
+    ids = await asyncio.gather(
+        *(sender.send(inngest.Event(name=name, data={"n": n})) for n in range(60))
+    )
+    assert len(set(ids)) == 60  # every caller got its own event's id
+    assert 3 <= sender.requests < 60
+    events = events_named(stack, name)
+    assert sorted(e["data"]["n"] for e in events) == list(range(60))  # each sent once
+    by_id = {e["internal_id"]: e["data"]["n"] for e in events}
+    assert [by_id[i] for i in ids] == list(range(60))  # and each id is that event's
+
+
+async def test_a_failed_batch_fails_every_caller_and_marks_their_sessions_failed(
+    store: SessionStore, raw: redis.Redis, tmp_path: Path
+) -> None:
+    sender = EventSender(client_for(tmp_path, f"http://127.0.0.1:{free_port()}"))
+    outcomes = await asyncio.gather(
+        *(
+            request_bundles(PREFS, store=store, client=sender.client, sender=sender)
+            for _ in range(5)
+        ),
+        return_exceptions=True,
+    )
+    assert all(isinstance(o, TriggerError) for o in outcomes), outcomes
+    found = sessions_under(raw, store.prefix)
+    assert len(found) == 5
+    assert {d["status"] for d in found.values()} == {Status.FAILED}
