@@ -181,11 +181,41 @@ def build_app(
 
         return await ctx.step.run("crawl", crawl)
 
+    async def occupy(ctx: inngest.Context, what: str) -> None:
+        """A step that records when it starts and ends, in event-independent keys too."""
+        rec.hit(f"{what}.start")
+        rec.hit(key(ctx, "start"))
+        await asyncio.sleep(float(ctx.event.data.get("seconds", 0.2)))
+        rec.hit(key(ctx, "end"))
+        rec.hit(f"{what}.end")
+
+    @client.create_function(
+        fn_id="limited",
+        concurrency=[inngest.Concurrency(limit=1)],
+        trigger=inngest.TriggerEvent(event="test/limited"),
+    )
+    async def limited(ctx: inngest.Context) -> str:
+        await ctx.step.run("one", occupy, ctx, "limited")
+        await ctx.step.run("two", occupy, ctx, "limited")
+        return "done"
+
+    @client.create_function(
+        fn_id="per-user",
+        concurrency=[inngest.Concurrency(limit=1, key="event.data.user")],
+        trigger=inngest.TriggerEvent(event="test/per-user"),
+    )
+    async def per_user(ctx: inngest.Context) -> str:
+        await ctx.step.run("work", occupy, ctx, f"user-{ctx.event.data.get('user')}")
+        return "done"
+
     app = fastapi.FastAPI()
     inngest.fast_api.serve(
         app,
         client,
-        [seq, flaky, nonretriable, doomed, caught, parallel, napper, retry_after, waiter, slow],
+        [
+            *(seq, flaky, nonretriable, doomed, caught, parallel, napper, retry_after, waiter),
+            *(slow, limited, per_user),
+        ],
         streaming=inngest.Streaming.FORCE if streaming else None,
     )
     return app, client, rec

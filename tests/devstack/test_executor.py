@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import importlib.util
+import itertools
 import json
 import os
 import signal
@@ -20,13 +21,15 @@ import time
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from types import ModuleType
 from typing import Any
 
+import fastapi
 import httpx
 import inngest
+import inngest.fast_api
 import pytest
 import uvicorn
 
@@ -75,7 +78,8 @@ class ServerThread:
         return f"http://127.0.0.1:{self.port}"
 
     def start(self) -> ServerThread:
-        sock = socket.socket()
+        # IPPROTO_TCP: asyncio sets TCP_NODELAY only then (else 40 ms per keep-alive reply)
+        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP)
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         sock.bind(("127.0.0.1", self.port))
         server = uvicorn.Server(uvicorn.Config(self.app, log_level="warning"))
@@ -181,6 +185,19 @@ async def wait_runs(
                 return runs
             assert time.monotonic() < deadline, f"runs still going: {json.dumps(runs)[:2000]}"
             await asyncio.sleep(0.03)
+
+
+async def wait_runs_started(base: str, event_id: str, timeout: float = 10.0) -> dict[str, Any]:
+    """The event's run as soon as the executor has one (finished or not)."""
+    deadline = time.monotonic() + timeout
+    async with httpx.AsyncClient() as http:
+        while True:
+            runs = (await http.get(f"{base}/v1/events/{event_id}/runs")).json()["data"]
+            if runs:
+                found: dict[str, Any] = runs[0]
+                return found
+            assert time.monotonic() < deadline, "no run started"
+            await asyncio.sleep(0.01)
 
 
 async def run_one(base: str, name: str, data: dict[str, Any] | None = None, **kw: Any) -> dict:
@@ -486,6 +503,89 @@ async def test_many_runs_at_once(dev: Stack) -> None:
         assert run["status"] == "Completed", run
         outputs.append(run["output"]["n"])
     assert outputs == list(range(25))
+
+
+def intervals(rec: Any, event_ids: list[str]) -> list[tuple[float, float, str]]:
+    """(start, end, event id) of every occupy() step the recorder saw, by start time."""
+    out = []
+    for event_id in event_ids:
+        starts, ends = rec.times[f"{event_id}:start"], rec.times[f"{event_id}:end"]
+        assert len(starts) == len(ends) > 0, (event_id, starts, ends)
+        out += [(a, b, event_id) for a, b in zip(starts, ends, strict=True)]
+    return sorted(out)
+
+
+async def test_a_concurrency_limit_runs_one_step_at_a_time_oldest_run_first(dev: Stack) -> None:
+    sender = inngest.Inngest(
+        app_id="exec-test-sender", is_production=False, event_api_base_url=dev.base
+    )
+    ids = await sender.send(
+        [inngest.Event(name="test/limited", data={"seconds": 0.15}) for _ in range(3)]
+    )
+    second = await wait_runs_started(dev.base, ids[1])
+    assert second["queued"] is True  # it waits for the slot the first run holds
+    runs = [(await wait_runs(dev.base, event_id))[0] for event_id in ids]
+    assert [r["status"] for r in runs] == ["Completed"] * 3
+
+    steps = intervals(dev.rec, ids)
+    assert len(steps) == 6
+    for (_, end, _), (start, _, _) in itertools.pairwise(steps):
+        assert start >= end, steps  # never two at once
+    first_starts = [min(a for a, _, e in steps if e == event_id) for event_id in ids]
+    assert first_starts == sorted(first_starts)  # the oldest run started first
+    queues = httpx.get(f"{dev.base}/_control/queues").json()["data"]
+    assert queues["exec-test-limited"]["peak"] == 1
+    assert queues["exec-test-limited"]["waiting"] == 0
+
+
+async def test_a_keyed_concurrency_limit_applies_per_key(dev: Stack) -> None:
+    sender = inngest.Inngest(
+        app_id="exec-test-sender", is_production=False, event_api_base_url=dev.base
+    )
+    users = ["ann", "ann", "bob"]
+    ids = await sender.send(
+        [inngest.Event(name="test/per-user", data={"user": u, "seconds": 0.4}) for u in users]
+    )
+    for event_id in ids:
+        (run,) = await wait_runs(dev.base, event_id)
+        assert run["status"] == "Completed", run
+    ann = intervals(dev.rec, ids[:2])
+    assert ann[1][0] >= ann[0][1]  # Ann's two runs one after the other
+    (bob,) = intervals(dev.rec, ids[2:])
+    assert bob[0] < ann[0][1]  # Bob's ran beside Ann's first: another key, another queue
+
+
+async def test_flow_control_the_executor_lacks_is_refused_at_sync() -> None:
+    port = free_port()
+    executor = ServerThread(create_app(fast_config(port)), port).start()
+    client = inngest.Inngest(
+        app_id="exec-test-throttled",
+        is_production=False,
+        api_base_url=executor.url,
+        event_api_base_url=executor.url,
+    )
+
+    @client.create_function(
+        fn_id="throttled",
+        throttle=inngest.Throttle(limit=1, period=timedelta(seconds=10)),
+        trigger=inngest.TriggerEvent(event="test/throttled"),
+    )
+    async def throttled(ctx: inngest.Context) -> None:
+        return None
+
+    app = fastapi.FastAPI()
+    inngest.fast_api.serve(app, client, [throttled])
+    served = ServerThread(app, free_port()).start()
+    try:
+        answer = httpx.post(
+            f"{executor.url}/_control/sync", json={"url": f"{served.url}/api/inngest"}, timeout=30
+        )
+        assert answer.status_code == 502, answer.text
+        assert "throttle is not implemented" in answer.json()["error"]
+        assert httpx.get(f"{executor.url}/v1/functions").json()["data"] == []
+    finally:
+        served.stop()
+        executor.stop()
 
 
 async def test_unsupported_opcode_fails_the_run_clearly(dev: Stack) -> None:

@@ -15,6 +15,7 @@ is exercised end to end. Routes (JSON everywhere)::
     GET    /v1/runs/{run_id}            {"data": run, "metadata": {...}}
     DELETE /v1/runs/{run_id}            cancel a run; {"data": run, ...}
     GET    /v1/functions                {"data": [function...], "metadata": {...}}
+    GET    /_control/queues             {"data": {queue: {limit, active, waiting, peak}}}
 
 Run it with ``python -m tripkit.devstack.executor --port 8288``; it prints
 ``INNGEST_BASE_URL=http://127.0.0.1:8288`` once it accepts connections.
@@ -155,6 +156,9 @@ def create_app(config: ExecutorConfig) -> Starlette:
     async def list_functions(request: Request) -> JSONResponse:
         return _envelope([fn.to_json() for fn in engine.functions.values()])
 
+    async def list_queues(request: Request) -> JSONResponse:
+        return _envelope({name: queue.to_json() for name, queue in engine.queues.items()})
+
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         try:
@@ -173,6 +177,7 @@ def create_app(config: ExecutorConfig) -> Starlette:
             Route("/v1/runs/{run_id}", get_run, methods=["GET"]),
             Route("/v1/runs/{run_id}", cancel_run, methods=["DELETE"]),
             Route("/v1/functions", list_functions, methods=["GET"]),
+            Route("/_control/queues", list_queues, methods=["GET"]),
         ],
         lifespan=lifespan,
     )
@@ -229,7 +234,9 @@ async def _sync(engine: Engine, url: str, own_url: str) -> JSONResponse:
 def _listen(host: str, port: int) -> socket.socket:
     """Bind before uvicorn does, so that a taken port is a clear error, not an exit."""
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    sock = socket.socket(family, socket.SOCK_STREAM)
+    # IPPROTO_TCP, not 0: asyncio sets TCP_NODELAY only on sockets that say they are TCP,
+    # and without it every keep-alive response waits 40 ms for a delayed ACK.
+    sock = socket.socket(family, socket.SOCK_STREAM, socket.IPPROTO_TCP)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     try:
         sock.bind((host, port))

@@ -5,6 +5,9 @@ events (deduplicated by id for 24 h) and one run per (event, matching function).
 run is an asyncio task that drives the app's real SDK over HTTP exactly as the server
 does: discovery calls, planned and parallel steps, memoized step output, retries with
 backoff, sleeps, and an ``inngest/function.failed`` event when a run fails for good.
+A function's ``concurrency`` limits are enforced the way Inngest does: each call to the
+app holds a slot of every queue the function's limits name; calls beyond a limit wait,
+the oldest run first, and a run between steps (sleeping, backing off) holds none.
 Everything lives in memory and is bounded; nothing here is needed in production.
 """
 
@@ -12,6 +15,8 @@ from __future__ import annotations
 
 import asyncio
 import email.utils
+import heapq
+import itertools
 import json
 import logging
 import math
@@ -31,6 +36,7 @@ from pydantic import ValidationError
 
 from tripkit import signing
 from tripkit.devstack.executor_registry import (
+    ConcurrencyLimit,
     FunctionEntry,
     Json,
     SyncBody,
@@ -248,6 +254,7 @@ class RunRecord:
     sdk_calls: int = 0
     function_errors: int = 0
     unreachable_retries: int = 0
+    waiting_for_slot: int = 0  # calls of this run queued behind a concurrency limit
     lock: asyncio.Lock = field(default_factory=asyncio.Lock)
     task: asyncio.Task[None] | None = None
 
@@ -275,6 +282,7 @@ class RunRecord:
             "sdk_calls": self.sdk_calls,
             "function_errors": self.function_errors,
             "unreachable_retries": self.unreachable_retries,
+            "queued": self.waiting_for_slot > 0,
         }
 
 
@@ -303,6 +311,62 @@ class BadInput(ValueError):
     """A request body we refuse; the message is safe to return to the caller."""
 
 
+class SlotQueue:
+    """One concurrency queue: at most ``limit`` calls at once; waiters are served by
+    priority (the run's start time: oldest run first), then in arrival order."""
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self.active = 0
+        self.peak = 0
+        self._waiters: list[tuple[float, int, asyncio.Future[None]]] = []
+        self._order = itertools.count()
+
+    @property
+    def waiting(self) -> int:
+        return sum(1 for *_, fut in self._waiters if not fut.done())
+
+    async def acquire(self, priority: float) -> None:
+        if self.active < self.limit and self.waiting == 0:
+            self._take()
+            return
+        fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        heapq.heappush(self._waiters, (priority, next(self._order), fut))
+        try:
+            await fut
+        except asyncio.CancelledError:
+            if fut.done() and not fut.cancelled():
+                self.release()  # granted, but the run was cancelled before it could use it
+            else:
+                fut.cancel()
+            raise
+
+    def release(self) -> None:
+        self.active -= 1
+        self.wake()
+
+    def wake(self) -> None:
+        """Hand free slots to waiters (after a release, or when the limit was raised)."""
+        while self._waiters and self.active < self.limit:
+            _, _, fut = heapq.heappop(self._waiters)
+            if fut.done():
+                continue
+            self._take()
+            fut.set_result(None)
+
+    def _take(self) -> None:
+        self.active += 1
+        self.peak = max(self.peak, self.active)
+
+    def to_json(self) -> dict[str, Json]:
+        return {
+            "limit": self.limit,
+            "active": self.active,
+            "waiting": self.waiting,
+            "peak": self.peak,
+        }
+
+
 # --------------------------------------------------------------------------- engine
 
 
@@ -311,14 +375,18 @@ class Engine:
 
     def __init__(self, config: ExecutorConfig, client: httpx.AsyncClient | None = None) -> None:
         self.config = config
+        # No cap on connections: a capped httpx pool can lose a slot for good when a call
+        # is cancelled (a cancelled run) at the wrong moment (encode/httpcore#1093), and
+        # calls are bounded by the functions' concurrency limits, as on Inngest.
         self.client = client or httpx.AsyncClient(
-            limits=httpx.Limits(max_connections=200, max_keepalive_connections=50),
+            limits=httpx.Limits(max_connections=None, max_keepalive_connections=50),
             follow_redirects=False,
         )
         self.functions: dict[str, FunctionEntry] = {}
         self.events: OrderedDict[str, EventRecord] = OrderedDict()
         self.runs: OrderedDict[str, RunRecord] = OrderedDict()
         self.syncs: OrderedDict[str, dict[str, Json]] = OrderedDict()
+        self.queues: dict[str, SlotQueue] = {}
         self._dedup: OrderedDict[str, tuple[str, datetime]] = OrderedDict()
 
     # -- registration
@@ -733,7 +801,43 @@ class Engine:
             headers["x-inngest-signature"] = signing.sign(body, self.config.signing_key)
         return headers
 
+    def queues_of(self, fn: FunctionEntry, run: RunRecord) -> list[SlotQueue]:
+        """The concurrency queues one call of ``run`` must hold a slot of, in name order
+        (a fixed order, so two runs never wait for each other's slots)."""
+        named: dict[str, ConcurrencyLimit] = {}
+        for limit in fn.concurrency:
+            named[limit.queue(fn.id, run.event.payload())] = limit
+        out = []
+        for name in sorted(named):
+            size = named[name].limit
+            queue = self.queues.get(name)
+            if queue is None:
+                queue = self.queues[name] = SlotQueue(size)
+            elif queue.limit != size:  # the app synced a new limit
+                queue.limit = size
+                queue.wake()
+            out.append(queue)
+        return out
+
     async def _call(
+        self, run: RunRecord, fn: FunctionEntry, target: str | None, attempt: int
+    ) -> Reply:
+        queues = self.queues_of(fn, run)
+        held: list[SlotQueue] = []
+        try:
+            run.waiting_for_slot += 1
+            try:
+                for queue in queues:
+                    await queue.acquire(run.started_at.timestamp())
+                    held.append(queue)
+            finally:
+                run.waiting_for_slot -= 1
+            return await self._send(run, fn, target, attempt)
+        finally:
+            for queue in held:
+                queue.release()
+
+    async def _send(
         self, run: RunRecord, fn: FunctionEntry, target: str | None, attempt: int
     ) -> Reply:
         async with run.lock:

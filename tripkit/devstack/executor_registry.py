@@ -5,6 +5,11 @@ The SDK's sync body (``POST /fn/register``) is validated here and turned into
 triggers match by name (a trailing ``*`` matches a prefix); the only trigger expression
 understood is the shape the SDK itself emits for ``on_failure`` handlers (see
 :class:`Expression`). Cron triggers are stored but never scheduled.
+
+Flow control: ``concurrency`` is enforced (see :class:`ConcurrencyLimit`). The other
+options Inngest offers (throttle, rate limit, debounce, batching, priority, singleton,
+cancellation, timeouts, idempotency) are refused at registration with the option's
+name: accepting and ignoring them would make a local run behave unlike Inngest.
 """
 
 from __future__ import annotations
@@ -63,12 +68,20 @@ class _TriggerConfig(BaseModel):
         return self
 
 
+class _ConcurrencyConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    limit: int = Field(ge=1, le=100_000)
+    key: str | None = None
+    scope: str | None = None
+
+
 class _FunctionConfig(BaseModel):
     model_config = ConfigDict(extra="allow")
     id: str = Field(min_length=1)
     name: str | None = None
     triggers: list[_TriggerConfig] = Field(min_length=1)
     steps: dict[str, _StepConfig]
+    concurrency: list[_ConcurrencyConfig] | None = Field(default=None, max_length=2)
 
     @model_validator(mode="after")
     def _has_step(self) -> _FunctionConfig:
@@ -129,6 +142,69 @@ class Expression:
         return equal != self.negate
 
 
+#: Function options this executor does not implement, by their sync-body name.
+UNSUPPORTED_OPTIONS = (
+    "batchEvents",
+    "cancel",
+    "debounce",
+    "idempotency",
+    "priority",
+    "rateLimit",
+    "singleton",
+    "throttle",
+    "timeouts",
+)
+
+_KEY_LITERAL = re.compile(r"""^\s*(?:'([^'\\]*)'|"([^"\\]*)")\s*$""")
+_KEY_PATH = re.compile(r"^\s*event\.([A-Za-z_]\w*(?:\.[A-Za-z_]\w*)*)\s*$")
+
+
+@dataclass(frozen=True)
+class ConcurrencyLimit:
+    """One of a function's ``concurrency`` entries, as Inngest applies it.
+
+    At most ``limit`` SDK calls (each executing step, or code between steps) run at once
+    for one *queue*. Without a key the queue is the function (``scope`` ``fn``); a key
+    splits it per value: a quoted literal (``"openai"``) or an event path
+    (``event.data.user_id``). With scope ``env`` or ``account`` the queue is shared by
+    every function that uses the same key. Other CEL key expressions are refused.
+    """
+
+    limit: int
+    scope: str
+    key: str | None
+
+    @classmethod
+    def parse(cls, raw: _ConcurrencyConfig) -> ConcurrencyLimit:
+        scope = raw.scope or "fn"
+        if scope not in ("fn", "env", "account"):
+            raise ValueError(f"scope must be fn, env or account, not {raw.scope!r}")
+        if raw.key is not None and not (_KEY_LITERAL.match(raw.key) or _KEY_PATH.match(raw.key)):
+            raise ValueError(
+                f"unsupported concurrency key {raw.key!r}: the local executor understands a "
+                "quoted literal or event.<path>"
+            )
+        if scope != "fn" and raw.key is None:
+            raise ValueError(f"a concurrency limit with scope {scope!r} needs a key")
+        return cls(raw.limit, scope, raw.key)
+
+    def queue(self, function_id: str, event: dict[str, Json]) -> str:
+        """The name of the queue an SDK call of ``function_id`` for ``event`` waits in."""
+        owner = function_id if self.scope == "fn" else self.scope
+        if self.key is None:
+            return f"{owner}"
+        literal = _KEY_LITERAL.match(self.key)
+        if literal:
+            value: Json = literal.group(1) if literal.group(1) is not None else literal.group(2)
+        else:
+            path = _KEY_PATH.match(self.key)
+            assert path is not None  # checked in parse()
+            value = event
+            for part in path.group(1).split("."):
+                value = value.get(part) if isinstance(value, dict) else None
+        return f"{owner}|{self.key}={json.dumps(value, sort_keys=True)}"
+
+
 @dataclass(frozen=True)
 class Trigger:
     event: str | None
@@ -156,6 +232,7 @@ class FunctionEntry:
     retries: int
     config: dict[str, Json]
     registered_at: datetime
+    concurrency: tuple[ConcurrencyLimit, ...] = ()
 
     @property
     def max_attempts(self) -> int:
@@ -170,6 +247,9 @@ class FunctionEntry:
             "triggers": self.config.get("triggers", []),
             "retries": self.retries,
             "max_attempts": self.max_attempts,
+            "concurrency": [
+                {"limit": c.limit, "scope": c.scope, "key": c.key} for c in self.concurrency
+            ],
             "registered_at": iso(self.registered_at),
         }
 
@@ -190,6 +270,20 @@ def entries_from(body: SyncBody, raw: dict[str, Json]) -> list[FunctionEntry]:
                 f"functions[{index}].steps.step.runtime.url: not an http(s) URL: "
                 f"{step.runtime.url!r}"
             )
+        config = raw["functions"][index]
+        used = [name for name in UNSUPPORTED_OPTIONS if config.get(name) not in (None, [], {})]
+        if used:
+            raise ValueError(
+                f"functions[{index}] ({fn.id}): {', '.join(used)} "
+                f"{'is' if len(used) == 1 else 'are'} not implemented by tripkit's local "
+                "executor (only concurrency is); remove the option to run locally"
+            )
+        limits = []
+        for c_index, limit in enumerate(fn.concurrency or []):
+            try:
+                limits.append(ConcurrencyLimit.parse(limit))
+            except ValueError as err:
+                raise ValueError(f"functions[{index}].concurrency[{c_index}]: {err}") from None
         triggers = []
         for t_index, trig in enumerate(fn.triggers):
             try:
@@ -205,8 +299,9 @@ def entries_from(body: SyncBody, raw: dict[str, Json]) -> list[FunctionEntry]:
                 url=step.runtime.url,
                 triggers=triggers,
                 retries=step.retries.attempts if step.retries else DEFAULT_RETRIES,
-                config=raw["functions"][index],
+                config=config,
                 registered_at=registered_at,
+                concurrency=tuple(limits),
             )
         )
     return entries
