@@ -395,7 +395,7 @@ def call(stack: LocalStack, body: bytes, signature: str | None) -> httpx.Respons
     if signature is not None:
         headers["x-inngest-signature"] = signature
     return httpx.post(
-        f"{stack.api_url}/api/inngest",
+        f"{stack.worker_url}/api/inngest",
         params={"fnId": FN_ID, "stepId": "step"},
         content=body,
         headers=headers,

@@ -169,8 +169,8 @@ def test_killing_the_app_mid_bundle_resumes_without_regenerating_finished_bundle
 
     assert wait_until(bundle_one_is_streaming, timeout=60, interval=0.01)
     assert control.served("bundle", 1) == 0, "bundle 1 finished before the kill; slow it down"
-    stack.kill_app()  # SIGKILL, in the middle of the bundle-1 step
-    stack.wait_app_restarted(1)
+    killed = stack.kill_app()  # SIGKILL every worker, in the middle of the bundle-1 step
+    stack.wait_app_restarted(len(killed))
     body = wait_final(stack.api_url, session_id, timeout=120)
 
     assert body["status"] == "completed"
@@ -180,7 +180,7 @@ def test_killing_the_app_mid_bundle_resumes_without_regenerating_finished_bundle
     assert control.served("plan") == 1
     assert control.served("bundle", 0) == 1
     assert control.served("bundle", 1) == 1
-    assert stack.app_restarts == 1
+    assert stack.app_restarts == len(killed)
     (run,) = runs_of(stack, session_id)
     assert run["status"] == "Completed"
 
@@ -197,3 +197,36 @@ def test_a_missing_model_key_fails_the_session_without_retries() -> None:
             "OPENAI_API_KEY is not set" in body["error"] and "check OPENAI_API_KEY" in body["error"]
         )
         assert ModelControl(stack.openai_base_url).stats()["total"] == 0
+
+
+def test_runs_beyond_the_concurrency_limit_wait_queued_then_all_complete() -> None:
+    """Backpressure: with room for one generation step at a time, the others queue (and
+    their sessions say so), the API keeps answering, and nothing is lost."""
+    config = StackConfig(
+        chunk_delay=0.002,
+        backoff_ms=[50, 100],
+        workers=1,
+        extra_app_env={"TRIPKIT_GENERATION_CONCURRENCY": "1"},
+    )
+    with LocalStack(config) as stack:
+        first, second, third = (start(stack, {**PREFS, "bundleCount": 2}) for _ in range(3))
+
+        def poll(session_id: str) -> dict[str, Any]:
+            body: dict[str, Any] = httpx.get(
+                f"{stack.api_url}/api/session/{session_id}", timeout=5
+            ).json()
+            return body
+
+        assert wait_until(lambda: poll(first)["summaries"] != [], timeout=60, interval=0.01)
+        assert poll(third)["status"] == "queued"  # it waits for a slot; the API says so
+        assert runs_of(stack, third)[0]["queued"] is True
+
+        bodies = [wait_final(stack.api_url, sid, timeout=120) for sid in (first, second, third)]
+        assert [b["status"] for b in bodies] == ["completed"] * 3
+        assert [len(b["bundles"]) for b in bodies] == [2, 2, 2]
+        queues = httpx.get(f"{stack.inngest_url}/_control/queues", timeout=5).json()["data"]
+        assert queues["special-trips-generate-bundles"]["peak"] == 1
+        assert queues["special-trips-generate-bundles"]["waiting"] == 0
+        functions = httpx.get(f"{stack.inngest_url}/v1/functions", timeout=5).json()["data"]
+        (generate,) = [f for f in functions if f["id"] == "special-trips-generate-bundles"]
+        assert generate["concurrency"] == [{"limit": 1, "scope": "fn", "key": None}]

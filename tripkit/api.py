@@ -6,6 +6,10 @@
 - ``GET /healthz`` -> Redis and Inngest reachability
 
 ``uvicorn tripkit.api:app`` serves it, configured from the environment / ``.env.local``.
+``TRIPKIT_ROLE`` picks what one process serves: ``all`` of it (the default, for small
+setups), or one side of a split deployment: ``api`` (the two public routes) or
+``worker`` (``/api/inngest``, where the steps run). Split, a burst of steps can never
+starve the routes that must answer within a second. Both sides serve ``/healthz``.
 Every error is JSON with an ``error`` and, where one helps, a ``hint``; never a traceback.
 """
 
@@ -32,14 +36,16 @@ from tripkit.config import Settings, load_settings
 from tripkit.errors import (
     ConfigError,
     InvalidSessionId,
+    RedisBusy,
     SessionNotFound,
     StoreError,
     TripkitError,
 )
+from tripkit.gate import Gate
 from tripkit.model import ModelAuthError, ModelClient
 from tripkit.models import Preferences, Session, WireModel
 from tripkit.store import SessionStore
-from tripkit.trigger import TriggerError, request_bundles
+from tripkit.trigger import EventSender, TriggerError, request_bundles
 from tripkit.worker import Worker, create_functions, inngest_client
 
 log = logging.getLogger("tripkit.api")
@@ -49,6 +55,8 @@ SERVE_PATH = "/api/inngest"
 MAX_API_BODY = 64 * 1024
 #: Inngest sends the run's step outputs with each call (Inngest caps a run's state at 32 MiB).
 MAX_INNGEST_BODY = 32 * 1024 * 1024
+#: Health probes of a local Inngest in flight at once.
+PROBES = 4
 
 Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]
@@ -173,24 +181,79 @@ class ModelProvider:
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
-    """The app, wired from ``settings`` (default: the environment and ``.env.local``)."""
+    """The app, wired from ``settings`` (default: the environment and ``.env.local``);
+    ``settings.role`` decides which routes it serves."""
     settings = settings or load_settings()
     settings.redis_transport_name  # noqa: B018 - fail at start if no Redis is configured
+    role = settings.role
     store = SessionStore.from_settings(settings)
     client = inngest_client(settings)
-    model = ModelProvider(settings)
-    worker = Worker(store=store, model=model)
+    model = ModelProvider(settings) if role != "api" else None
+
+    # One client for the health probe of a local Inngest (a client per probe costs ~40 ms
+    # of CPU to build), behind a gate like every pool here.
+    probe = httpx.AsyncClient(timeout=2.0, limits=httpx.Limits(max_connections=PROBES))
+    probes = Gate(PROBES, 2.0, busy=TripkitError)
+
+    closing: list[Callable[[], Awaitable[None]]] = []
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
         yield
+        for close in closing:
+            await close()
         await store.aclose()
-        await model.aclose()
+        await probes.drain(2.0)
+        await probe.aclose()
+        if model is not None:
+            await model.aclose()
 
     app = FastAPI(title="tripkit", version="0.1.0", lifespan=lifespan)
     app.state.settings = settings
     app.state.store = store
     app.state.inngest = client
+    _error_handlers(app)
+
+    if role in ("all", "api"):
+        sender = EventSender(client)
+        closing.append(sender.aclose)
+
+        @app.post("/api/generate-bundles", status_code=202)
+        async def generate_bundles(preferences: Preferences) -> Accepted:
+            session = await request_bundles(preferences, store=store, client=client, sender=sender)
+            return Accepted(
+                session_id=session.session_id,
+                status=session.status.value,
+                poll_url=f"/api/session/{session.session_id}",
+            )
+
+        @app.get("/api/session/{session_id}")
+        async def get_session(session_id: str) -> JSONResponse:
+            session: Session = await store.get(session_id)
+            return JSONResponse(session.model_dump(mode="json", by_alias=True))
+
+    @app.get("/healthz")
+    async def healthz() -> JSONResponse:
+        report = {
+            "redis": await _redis_health(store),
+            "inngest": await _inngest_health(settings, probe, probes),
+        }
+        healthy = all(part["ok"] is not False for part in report.values())
+        return JSONResponse(
+            {"status": "ok" if healthy else "degraded", "role": role, **report},
+            status_code=200 if healthy else 503,
+        )
+
+    if model is not None:
+        worker = Worker(store=store, model=model)
+        functions = create_functions(client, worker, concurrency=settings.generation_concurrency)
+        inngest.fast_api.serve(app, client, functions, serve_path=SERVE_PATH)
+    app.add_middleware(Guard, settings=settings)
+    return app
+
+
+def _error_handlers(app: FastAPI) -> None:
+    """Every error as JSON with what to do about it; never a traceback."""
 
     @app.exception_handler(RequestValidationError)
     async def invalid(_: Request, exc: RequestValidationError) -> JSONResponse:
@@ -223,7 +286,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     async def store_down(_: Request, exc: StoreError) -> JSONResponse:
         # The detail (host, port) is for the operator's log, not for any caller.
         log.warning("redis error: %s", exc.message)
-        return JSONResponse(error_body("Session store unavailable", exc.remedy), status_code=503)
+        # Busy is momentary (every connection in use): tell clients when to come back.
+        headers = {"Retry-After": "1"} if isinstance(exc, RedisBusy) else None
+        return JSONResponse(
+            error_body("Session store unavailable", exc.remedy), status_code=503, headers=headers
+        )
 
     @app.exception_handler(TriggerError)
     async def trigger_failed(_: Request, exc: TriggerError) -> JSONResponse:
@@ -233,33 +300,6 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     async def unexpected(_: Request, exc: Exception) -> JSONResponse:
         log.exception("unexpected error")
         return JSONResponse(error_body("Internal error"), status_code=500)
-
-    @app.post("/api/generate-bundles", status_code=202)
-    async def generate_bundles(preferences: Preferences) -> Accepted:
-        session = await request_bundles(preferences, store=store, client=client)
-        return Accepted(
-            session_id=session.session_id,
-            status=session.status.value,
-            poll_url=f"/api/session/{session.session_id}",
-        )
-
-    @app.get("/api/session/{session_id}")
-    async def get_session(session_id: str) -> JSONResponse:
-        session: Session = await store.get(session_id)
-        return JSONResponse(session.model_dump(mode="json", by_alias=True))
-
-    @app.get("/healthz")
-    async def healthz() -> JSONResponse:
-        report = {"redis": await _redis_health(store), "inngest": await _inngest_health(settings)}
-        healthy = all(part["ok"] is not False for part in report.values())
-        return JSONResponse(
-            {"status": "ok" if healthy else "degraded", **report},
-            status_code=200 if healthy else 503,
-        )
-
-    inngest.fast_api.serve(app, client, create_functions(client, worker), serve_path=SERVE_PATH)
-    app.add_middleware(Guard, settings=settings)
-    return app
 
 
 async def _redis_health(store: SessionStore) -> dict[str, Any]:
@@ -273,14 +313,15 @@ async def _redis_health(store: SessionStore) -> dict[str, Any]:
     return {"ok": True, "transport": store.transport.name, "latencyMs": ms}
 
 
-async def _inngest_health(settings: Settings) -> dict[str, Any]:
+async def _inngest_health(
+    settings: Settings, probe: httpx.AsyncClient, probes: Gate
+) -> dict[str, Any]:
     if settings.inngest_base_url is None:
         return {"ok": None, "detail": "Inngest Cloud; not probed (see `tripkit check`)"}
     url = f"{settings.inngest_base_url}/health"
     try:
-        async with httpx.AsyncClient(timeout=2.0) as http:
-            response = await http.get(url)
-    except httpx.HTTPError as exc:
+        response = await probes.run(lambda: probe.get(url))
+    except (httpx.HTTPError, TripkitError) as exc:
         return {"ok": False, "url": settings.inngest_base_url, "error": type(exc).__name__}
     return {"ok": response.status_code == 200, "url": settings.inngest_base_url}
 

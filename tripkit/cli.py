@@ -51,7 +51,14 @@ def _dev(args: argparse.Namespace) -> int:
     # whose shell started it with SIGINT ignored, as non-interactive shells do with `&`.
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: stop.set())
-    config = StackConfig(api_port=args.port, chunk_delay=args.chunk_delay)
+    config = StackConfig(
+        api_port=args.port,
+        chunk_delay=args.chunk_delay,
+        shape=args.shape,
+        redis_transport=args.redis_transport,
+    )
+    if args.workers is not None:
+        config.workers = args.workers
     with LocalStack(config) as stack:
         print("tripkit dev ready", flush=True)
         for name, value in stack.env.items():
@@ -73,7 +80,11 @@ async def _check(args: argparse.Namespace) -> int:
 
     try:
         results = await check_environment(
-            args.env_dir, api_url=args.api_url, only=args.only, timeout=args.timeout
+            args.env_dir,
+            api_url=args.api_url,
+            worker_url=args.worker_url,
+            only=args.only,
+            timeout=args.timeout,
         )
     except ValueError as exc:  # an unknown --only
         print(f"tripkit: {exc}", file=sys.stderr)
@@ -121,6 +132,16 @@ async def _harvest(args: argparse.Namespace) -> int:
     return 0
 
 
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError("must be at least 1")
+    return value
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="tripkit", description=__doc__.splitlines()[0])
     parser.add_argument("--version", action="version", version=f"tripkit {__version__}")
@@ -137,6 +158,25 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("dev", help="run the offline stack until Ctrl-C")
     p.add_argument("--port", type=int, default=8000, help="the API's port (0: a free one)")
     p.add_argument("--chunk-delay", type=float, default=0.02, help="model streaming pace (s)")
+    p.add_argument(
+        "--shape",
+        choices=["split", "single"],
+        default="split",
+        help="split: an API process and worker processes (production, the default); "
+        "single: one process serving everything",
+    )
+    p.add_argument(
+        "--workers",
+        type=_positive_int,
+        default=None,
+        help="worker processes when split (default: one per core, at most 4)",
+    )
+    p.add_argument(
+        "--redis-transport",
+        choices=["rest", "resp"],
+        default="rest",
+        help="how the app reaches Redis: through the Upstash-REST gateway (default) or RESP",
+    )
     p.set_defaults(func=_dev)
 
     p = sub.add_parser("demo", help="generate bundles end to end on the offline stack")
@@ -151,6 +191,11 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("check", help="verify every step of the setup guide; exit 1 on a failure")
     p.add_argument("--json", action="store_true", help="print results and diagnoses as JSON")
     p.add_argument("--api-url", default=None, help="the app's URL (default: TRIPKIT_API_URL)")
+    p.add_argument(
+        "--worker-url",
+        default=None,
+        help="where /api/inngest is served, if apart from the API (default: TRIPKIT_WORKER_URL)",
+    )
     p.add_argument("--only", action="append", metavar="ID", help="a check id or prefix (repeat)")
     p.add_argument("--timeout", type=float, default=5.0, help="seconds per check (default 5)")
     p.set_defaults(func=_check)

@@ -39,6 +39,7 @@ class Target:
     environment: Environment
     settings: Settings
     api_url: str | None
+    worker_url: str | None = None  # where /api/inngest is, when apart from the API
 
     def describe(self) -> dict[str, str]:
         """Safe to display: URLs without passwords, secrets as set/unset."""
@@ -47,7 +48,7 @@ class Target:
         )
 
 
-def _local_settings() -> tuple[Settings, str]:
+def _local_settings() -> tuple[Settings, str, str | None]:
     global _stack
     if "TRIPKIT_API_URL" not in os.environ:
         from tripkit.devstack.stack import LocalStack, StackConfig
@@ -57,7 +58,8 @@ def _local_settings() -> tuple[Settings, str]:
             atexit.register(_stack.stop)
         env: dict[str, str] = dict(_stack.env)
     else:
-        env = {k: v for k, v in os.environ.items() if k in _STACK_VARS or k == "TRIPKIT_API_URL"}
+        urls = ("TRIPKIT_API_URL", "TRIPKIT_WORKER_URL")
+        env = {k: v for k, v in os.environ.items() if k in _STACK_VARS or k in urls}
     missing = [name for name in _STACK_VARS if name not in env]
     if missing:
         raise ConfigError(
@@ -76,17 +78,22 @@ def _local_settings() -> tuple[Settings, str]:
         inngest_signing_key_fallback=None,
         **overrides,
     )
-    return settings, env["TRIPKIT_API_URL"]
+    return settings, env["TRIPKIT_API_URL"], env.get("TRIPKIT_WORKER_URL")
 
 
 def connect(environment: Environment = "local", *, env_dir: str | Path = ".") -> Target:
     """The environment a notebook targets: the offline stack, or the real services."""
     if environment == "local":
-        settings, api_url = _local_settings()
-        return Target("local", settings, api_url)
+        settings, api_url, worker_url = _local_settings()
+        return Target("local", settings, api_url, worker_url)
     if environment == "real":
         settings = load_settings(env_dir)
-        return Target("real", settings, os.environ.get("TRIPKIT_API_URL"))
+        return Target(
+            "real",
+            settings,
+            os.environ.get("TRIPKIT_API_URL"),
+            os.environ.get("TRIPKIT_WORKER_URL"),
+        )
     raise ConfigError(f"Unknown environment {environment!r}.", remedy='Use "local" or "real".')
 
 
@@ -109,7 +116,12 @@ async def check_step(
     ids = dict(checks.GUIDE_STEPS)[step]
     if environment == "local":
         target = connect("local")
-        return await checks.run_checks(target.settings, api_url=api_url or target.api_url, only=ids)
+        return await checks.run_checks(
+            target.settings,
+            api_url=api_url or target.api_url,
+            worker_url=target.worker_url,
+            only=ids,
+        )
     return await checks.check_environment(env_dir, api_url=api_url, only=ids)
 
 

@@ -158,8 +158,16 @@ def _iso(value: Any) -> str | None:
     return value.isoformat() if value is not None else None
 
 
-def create_functions(client: inngest.Inngest, worker: Worker) -> list[inngest.Function[Any]]:
-    """The Inngest functions this app serves (one, plus its failure handler)."""
+def create_functions(
+    client: inngest.Inngest, worker: Worker, *, concurrency: int = 10
+) -> list[inngest.Function[Any]]:
+    """The Inngest functions this app serves (one, plus its failure handler).
+
+    ``concurrency`` caps the generation steps executing at once, across all runs and
+    worker processes: Inngest holds the rest in its queue (oldest run first), so a burst
+    of requests becomes a queue of sessions that say ``queued``, not a pile of model
+    streams that starve the host and trip the model's rate limits.
+    """
 
     async def on_failure(ctx: inngest.Context) -> None:
         failed = FunctionFailed.model_validate(ctx.event.data)
@@ -176,6 +184,7 @@ def create_functions(client: inngest.Inngest, worker: Worker) -> list[inngest.Fu
         trigger=inngest.TriggerEvent(event=EVENT_NAME),
         retries=RETRIES,
         on_failure=on_failure,
+        concurrency=[inngest.Concurrency(limit=concurrency)],
     )
     async def generate_bundles(ctx: inngest.Context) -> dict[str, Any]:
         session_id = BundlesRequested.model_validate(ctx.event.data).session_id

@@ -26,13 +26,14 @@ import psutil
 import pytest
 from helpers import free_port, process_gone, wait_final, wait_until
 
-from tripkit.devstack.stack import LocalStack
+from tripkit.devstack.stack import LocalStack, default_workers
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(180)]
 
 READY_LINE = "tripkit dev ready"
 PRINTED = (
     "TRIPKIT_API_URL",
+    "TRIPKIT_WORKER_URL",
     "REDIS_URL",
     "UPSTASH_REDIS_REST_URL",
     "UPSTASH_REDIS_REST_TOKEN",
@@ -40,6 +41,8 @@ PRINTED = (
     "OPENAI_BASE_URL",
 )
 SERVICES = ("redis_server", "rest_gateway", "executor", "model_server", "uvicorn")
+#: The production shape: the services above (uvicorn: the API), and the worker processes.
+WORKERS = default_workers()
 START_TIMEOUT = 60.0
 FUNCTION_ID = "special-trips-generate-bundles"
 SIMPLE_PREFERENCES = {"interests": ["food"], "tripLengthDays": 2, "budget": 800, "bundleCount": 1}
@@ -196,9 +199,20 @@ def test_dev_prints_working_variables_and_ctrl_c_stops_every_service(tmp_path: P
 
         services = dev.service_processes()
         commands = _names(services)
-        assert len(services) == 5, commands
+        assert len(services) == len(SERVICES) + WORKERS, commands
         for name in SERVICES:
             assert sum(name in c for c in commands) == 1, (name, commands)
+        assert sum("tripkit.devstack.serve_app" in c for c in commands) == WORKERS, commands
+
+        # Split: the API serves the public routes, the workers /api/inngest, nothing else.
+        api, worker = env["TRIPKIT_API_URL"], env["TRIPKIT_WORKER_URL"]
+        assert api != worker
+        assert httpx.get(f"{api}/api/inngest", timeout=10).status_code == 404
+        assert httpx.get(f"{worker}/api/inngest", timeout=10).json()["function_count"] == 1
+        absent = httpx.post(f"{worker}/api/generate-bundles", json=SIMPLE_PREFERENCES, timeout=10)
+        assert absent.status_code == 404, absent.text
+        assert httpx.get(f"{worker}/healthz", timeout=10).json()["role"] == "worker"
+        assert httpx.get(f"{api}/healthz", timeout=10).json()["role"] == "api"
         tree = dev.descendants()
         assert any("redis-server" in c for c in _names(tree)), _names(tree)
 
@@ -216,7 +230,7 @@ def test_dev_prints_working_variables_and_ctrl_c_stops_every_service(tmp_path: P
 def test_sigkilled_dev_takes_its_services_with_it(tmp_path: Path) -> None:
     with tripkit_dev("--port", "0", "--chunk-delay", "0", cwd=tmp_path) as dev:
         tree = dev.descendants()
-        assert len(dev.service_processes()) == 5, _names(tree)
+        assert len(dev.service_processes()) == len(SERVICES) + WORKERS, _names(tree)
         api = dev.env["TRIPKIT_API_URL"]
         assert httpx.get(f"{api}/healthz", timeout=10).status_code == 200
 
@@ -236,18 +250,20 @@ def test_dev_honours_port(tmp_path: Path) -> None:
         assert httpx.get(f"{url}/healthz", timeout=10).status_code == 200
 
 
-def test_app_is_restarted_after_it_dies(stack: LocalStack) -> None:
+@pytest.mark.parametrize("role", ["worker", "api"])
+def test_app_processes_are_restarted_after_they_die(stack: LocalStack, role: str) -> None:
     before = stack.app_restarts
-    old_pid = stack.services["app"].proc.pid  # type: ignore[union-attr]
     assert httpx.get(f"{stack.api_url}/healthz", timeout=10).status_code == 200
 
-    stack.kill_app()
-    assert wait_until(lambda: process_gone(old_pid), 10)
-    stack.wait_app_restarted(before + 1)
+    killed = stack.kill_app(role=role)
+    assert killed
+    assert wait_until(lambda: all(process_gone(pid) for pid in killed), 10)
+    stack.wait_app_restarted(before + len(killed))
 
-    new_pid = stack.services["app"].proc.pid  # type: ignore[union-attr]
-    assert new_pid != old_pid
-    assert psutil.Process(new_pid).is_running()
+    names = [name for name in stack.app_services if name.startswith(role)]
+    pids = [stack.services[name].proc.pid for name in names]  # type: ignore[union-attr]
+    assert not set(pids) & set(killed)
+    assert all(psutil.Process(pid).is_running() for pid in pids)
     assert httpx.get(f"{stack.api_url}/healthz", timeout=10).status_code == 200
     # The restarted app is the same deployment to the executor: a generation completes.
     response = httpx.post(

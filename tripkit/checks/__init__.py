@@ -178,20 +178,25 @@ async def run_checks(
     settings: Settings,
     *,
     api_url: str | None = None,
+    worker_url: str | None = None,
     only: Iterable[str] | None = None,
     timeout: float = 5.0,
 ) -> list[CheckResult]:
     """Run the checks (all, or the ids/prefixes in ``only``) in :data:`GUIDE_STEPS` order.
 
     ``api_url`` is the app's base URL (default: ``TRIPKIT_API_URL``); without it the
-    checks of the app's endpoints are skipped. The checks run one after the other, each
-    bounded by ``timeout`` seconds; a failed service gives a ``FAIL`` result.
+    checks of the app's endpoints are skipped. ``worker_url`` (default:
+    ``TRIPKIT_WORKER_URL``) is where ``/api/inngest`` is served when the worker runs
+    apart from the API; an ``api_url`` given without one means that app serves it too.
+    The checks run one after the other, each bounded by ``timeout`` seconds; a failed
+    service gives a ``FAIL`` result.
     """
     ctx = Context(
         values=values_of(settings),
         settings=settings,
         settings_error=None,
         api_url=api_url or os.environ.get("TRIPKIT_API_URL") or None,
+        worker_url=worker_url or (None if api_url else os.environ.get("TRIPKIT_WORKER_URL")),
         timeout=timeout,
     )
     return await _run(ctx, only)
@@ -201,6 +206,7 @@ async def check_environment(
     env_dir: str | Path | None = None,
     *,
     api_url: str | None = None,
+    worker_url: str | None = None,
     only: Iterable[str] | None = None,
     timeout: float = 5.0,
 ) -> list[CheckResult]:
@@ -220,6 +226,7 @@ async def check_environment(
         settings_error=error,
         cleaned=cleaned,
         api_url=api_url or raw.get("TRIPKIT_API_URL") or None,
+        worker_url=worker_url or (None if api_url else raw.get("TRIPKIT_WORKER_URL")),
         timeout=timeout,
     )
     return await _run(ctx, only)

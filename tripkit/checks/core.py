@@ -93,6 +93,9 @@ class Context:
     api_url: str | None
     timeout: float
     cleaned: list[str] = field(default_factory=list)  # variables read without quotes/spaces
+    #: Where /api/inngest is served when the worker runs apart from the API (split
+    #: deployment, TRIPKIT_WORKER_URL); None: the app at api_url serves it.
+    worker_url: str | None = None
 
     @property
     def local(self) -> bool:
@@ -112,6 +115,18 @@ class Context:
                 "locally, `tripkit dev` prints it.",
             )
         return app_base(self.api_url)
+
+    def serve_base(self) -> str | None:
+        """The base URL whose /api/inngest Inngest calls: the worker's, else the app's."""
+        url = self.worker_url or self.api_url
+        return app_base(url) if url else None
+
+    def need_serve_base(self) -> str:
+        if not (self.worker_url or self.api_url):
+            self.need_api_url()  # skips with the usual remedy
+        base = self.serve_base()
+        assert base is not None
+        return base
 
 
 def app_base(url: str) -> str:

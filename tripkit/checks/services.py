@@ -29,7 +29,6 @@ from tripkit.checks.core import (
     Context,
     Outcome,
     Skip,
-    app_base,
     check,
     secret,
 )
@@ -345,7 +344,7 @@ async def _signed_inspection(ctx: Context, base: str, key: str) -> tuple[httpx.R
 )
 async def inngest_serve(ctx: Context) -> Outcome:
     s = ctx.need_settings()
-    base = ctx.need_api_url()
+    base = ctx.need_serve_base()
     url = base + SERVE_PATH
     response, ms = await _get(ctx, url)
     if not _sdk_answered(response):
@@ -457,8 +456,9 @@ async def inngest_function(ctx: Context) -> Outcome:
             detail + f" The app sends {EVENT_NAME}.",
             "An older version of the app is registered: redeploy and sync again.",
         )
-    if ctx.api_url:
-        expected = app_base(ctx.api_url) + SERVE_PATH
+    serve_base = ctx.serve_base()
+    if serve_base:
+        expected = serve_base + SERVE_PATH
         if endpoint and endpoint != expected:
             return (
                 CheckStatus.WARN,
@@ -473,7 +473,7 @@ async def inngest_signing(ctx: Context) -> Outcome:
     s = ctx.need_settings()
     if s.inngest_signing_key is None:
         raise Skip("No INNGEST_SIGNING_KEY: dev mode, requests are not signed.")
-    base = ctx.need_api_url()
+    base = ctx.need_serve_base()
     key = s.inngest_signing_key.get_secret_value()
     url = base + SERVE_PATH
     response, ms = await _signed_inspection(ctx, base, key)

@@ -106,11 +106,15 @@ def spawn(
     log: Any,
     env: Mapping[str, str] | None = None,
     cwd: str | Path | None = None,
+    pass_fds: tuple[int, ...] = (),
 ) -> subprocess.Popen[bytes]:
-    """Start ``argv`` with stdout and stderr to ``log`` (a file or a pipe constant)."""
+    """Start ``argv`` with stdout and stderr to ``log`` (a file or a pipe constant);
+    ``pass_fds`` stay open in the child (a listening socket shared by several servers)."""
     options: dict[str, Any] = {"stdout": log, "env": dict(env) if env is not None else None}
     if cwd is not None:
         options["cwd"] = str(cwd)
+    if pass_fds:
+        options["pass_fds"] = pass_fds
     if threading.current_thread() is threading.main_thread():
         return _popen(argv, options)
     return _spawner.spawn(argv, options)

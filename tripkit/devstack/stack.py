@@ -1,12 +1,17 @@
 """The whole offline stack, each part its own supervised process, as `tripkit dev` runs it.
 
 Redis, the Upstash-REST gateway, the Inngest-compatible executor, the OpenAI-protocol
-model server and the app (``uvicorn tripkit.api:app``) start in that order. Each prints a
-``KEY=VALUE`` line when it is ready; the stack reads it from the service's log. The app
-is configured only through its environment, exactly as in production, and runs in an
-empty directory so no ``.env.local`` leaks real credentials into it. An app process that
-dies is started again on the same port, as a redeploy would bring it back; the executor
-keeps retrying the run meanwhile.
+model server and the app start in that order. Each prints a ``KEY=VALUE`` line when it
+is ready; the stack reads it from the service's log. The app runs in the production
+shape by default: one API process (``TRIPKIT_ROLE=api``: the public routes) and several
+worker processes (``TRIPKIT_ROLE=worker``: ``/api/inngest``, where the steps run), which
+share one listening socket the way ``uvicorn --workers`` does, so steps never compete
+with the API's requests inside one event loop. ``StackConfig(shape="single")`` runs one
+process serving everything instead. The app is configured only through its
+environment, exactly as in production, and runs in an empty directory so no
+``.env.local`` leaks real credentials into it. An app process that dies is started again
+on the same port, as a redeploy would bring it back; the executor keeps retrying the run
+meanwhile.
 """
 
 from __future__ import annotations
@@ -14,15 +19,17 @@ from __future__ import annotations
 import os
 import secrets
 import signal
+import socket
 import subprocess
 import sys
 import tempfile
 import threading
 import time
+from collections import Counter
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO
+from typing import IO, Literal
 
 import httpx
 
@@ -57,6 +64,11 @@ class StackError(TripkitError):
     remedy = "See the service's log in the stack's log directory."
 
 
+def default_workers() -> int:
+    """Worker processes for this host: one per core, at most four."""
+    return max(1, min(4, os.cpu_count() or 1))
+
+
 @dataclass
 class StackConfig:
     """Knobs of the local stack; the defaults suit `tripkit dev`."""
@@ -68,6 +80,15 @@ class StackConfig:
     signing_key: str | None = None  # set: the app runs in signed production mode
     log_dir: Path | None = None
     extra_app_env: dict[str, str] = field(default_factory=dict)
+    #: "split": an API process and worker processes (production); "single": one process.
+    shape: Literal["split", "single"] = "split"
+    workers: int = field(default_factory=default_workers)  # worker processes when split
+    #: How the app reaches Redis: "rest" through the gateway (as it reaches Upstash), or
+    #: "resp" straight to the Redis server.
+    redis_transport: Literal["rest", "resp"] = "rest"
+    #: Added to the worker processes' niceness: on one host, steps then get the CPU the
+    #: API leaves, so a burst of runs never slows the API's answers.
+    worker_nice: int = 10
 
 
 @dataclass
@@ -83,17 +104,29 @@ class Service:
 
     def start(self, cwd: Path) -> None:
         self._log = open(self.log_path, "ab")  # noqa: SIM115 - closed in stop()
-        self.proc = process.spawn(self.argv, log=self._log, env=self.env, cwd=cwd)
+        self._log_offset = self._log.tell()
+        self.proc = process.spawn(
+            self.argv, log=self._log, env=self.env, cwd=cwd, pass_fds=self.pass_fds
+        )
+
+    pass_fds: tuple[int, ...] = ()
+    ready_text: str | None = None  # or a line of the log that says it is ready
+    _log_offset: int = 0
 
     def wait_ready(self, check: Callable[[], bool] | None = None) -> None:
         deadline = time.monotonic() + READY_TIMEOUT
         while time.monotonic() < deadline:
             if self.proc is None or self.proc.poll() is not None:
                 raise StackError(f"{self.name} exited while starting:\n{self.tail()}")
-            if self.ready_key is not None:
-                for line in self.log_path.read_text(errors="replace").splitlines():
-                    if line.startswith(f"{self.ready_key}="):
+            if self.ready_key is not None or self.ready_text is not None:
+                with open(self.log_path, "rb") as log:
+                    log.seek(self._log_offset)  # this start's lines, not an earlier one's
+                    text = log.read().decode(errors="replace")
+                for line in text.splitlines():
+                    if self.ready_key is not None and line.startswith(f"{self.ready_key}="):
                         self.value = line.split("=", 1)[1].strip()
+                        return
+                    if self.ready_text is not None and self.ready_text in line:
                         return
             elif check is not None and check():
                 return
@@ -121,6 +154,8 @@ class LocalStack(Managed):
 
     def __init__(self, config: StackConfig | None = None) -> None:
         self.config = config or StackConfig()
+        if self.config.workers < 1:
+            raise StackError("StackConfig.workers must be at least 1.")
         self._tmp = tempfile.TemporaryDirectory(prefix="tripkit-stack-")
         self.workdir = Path(self._tmp.name)
         self.log_dir = self.config.log_dir or self.workdir / "logs"
@@ -130,11 +165,25 @@ class LocalStack(Managed):
         # Signed (production) mode needs an event key too: the SDK refuses to send without.
         self.event_key = secrets.token_hex(16) if self.config.signing_key else None
         self.services: dict[str, Service] = {}
-        self.app_restarts = 0
+        self.restarts: Counter[str] = Counter()
         self._stopping = threading.Event()
         self._lock = threading.Lock()
         self._watcher: threading.Thread | None = None
+        self._worker_socket: socket.socket | None = None
         self.api_url = ""
+        self.worker_url = ""
+
+    @property
+    def app_restarts(self) -> int:
+        """How many app processes (API or worker) were started again after dying."""
+        return sum(self.restarts.values())
+
+    @property
+    def app_services(self) -> list[str]:
+        """The names of the app's processes: ``app``, or ``api`` and ``worker-1``..."""
+        if self.config.shape == "single":
+            return ["app"]
+        return ["api", *(f"worker-{n}" for n in range(1, self.config.workers + 1))]
 
     # -- life cycle -----------------------------------------------------------------
 
@@ -210,22 +259,36 @@ class LocalStack(Managed):
 
         self.api_port = self.config.api_port or free_port()
         self.api_url = f"http://127.0.0.1:{self.api_port}"
-        self._start_app()
+        if self.config.shape == "split":
+            # One listening socket for every worker process: the kernel hands each
+            # connection to one of them, and a restarting worker loses no connection.
+            sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP)
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            sock.bind(("127.0.0.1", 0))
+            sock.listen(2048)
+            self._worker_socket = sock
+            self.worker_url = f"http://127.0.0.1:{sock.getsockname()[1]}"
+        else:
+            self.worker_url = self.api_url
+        for name in self.app_services:
+            self._start_app(name)
         self.sync()
         self._watcher = threading.Thread(target=self._watch, name="tripkit-stack", daemon=True)
         self._watcher.start()
 
-    def app_env(self) -> dict[str, str]:
+    def app_env(self, role: str = "all") -> dict[str, str]:
         """The app's whole configuration, as production would set it."""
         env = self._base_env()
         env.update(
             {
                 "UPSTASH_REDIS_REST_URL": self.rest_url,
                 "UPSTASH_REDIS_REST_TOKEN": self.rest_token,
-                "TRIPKIT_REDIS_TRANSPORT": "rest",
+                "TRIPKIT_REDIS_TRANSPORT": self.config.redis_transport,
+                "REDIS_URL": self.redis_url,
                 "INNGEST_BASE_URL": self.inngest_url,
                 "OPENAI_BASE_URL": self.openai_base_url,
                 "OPENAI_API_KEY": self.openai_key,
+                "TRIPKIT_ROLE": role,
             }
         )
         if self.config.signing_key:
@@ -235,40 +298,36 @@ class LocalStack(Managed):
         env.update(self.config.extra_app_env)
         return env
 
-    def _start_app(self) -> None:
+    def _start_app(self, name: str) -> None:
+        role = "all" if name == "app" else name.split("-")[0]
+        pass_fds: tuple[int, ...] = ()
+        if role == "worker":
+            assert self._worker_socket is not None
+            fd = self._worker_socket.fileno()
+            argv = [sys.executable, "-m", "tripkit.devstack.serve_app", "--fd", str(fd)]
+            argv += ["--nice", str(self.config.worker_nice)]
+            pass_fds = (fd,)
+        else:  # exactly how production starts it
+            argv = [sys.executable, "-m", "uvicorn", "tripkit.api:app", "--no-access-log"]
+            argv += ["--host", "127.0.0.1", "--port", str(self.api_port)]
         app = Service(
-            "app",
-            [
-                sys.executable,
-                "-m",
-                "uvicorn",
-                "tripkit.api:app",
-                "--host",
-                "127.0.0.1",
-                "--port",
-                str(self.api_port),
-                "--log-level",
-                "warning",
-            ],
-            self.app_env(),
-            self.log_dir / "app.log",
+            name,
+            argv,
+            self.app_env(role),
+            self.log_dir / f"{name}.log",
+            pass_fds=pass_fds,
+            ready_text="Application startup complete",
         )
-        self.services["app"] = app
+        self.services[name] = app
         app.start(self.workdir)
-        app.wait_ready(self._app_answers)
-
-    def _app_answers(self) -> bool:
-        try:
-            return httpx.get(f"{self.api_url}/healthz", timeout=1.0).status_code in (200, 503)
-        except httpx.HTTPError:
-            return False
+        app.wait_ready()
 
     def sync(self) -> None:
         """Make the executor discover the app's functions (Inngest's "Sync" button)."""
         try:
             response = httpx.post(
                 f"{self.inngest_url}/_control/sync",
-                json={"url": f"{self.api_url}/api/inngest"},
+                json={"url": f"{self.worker_url}/api/inngest"},
                 timeout=15.0,
             )
         except httpx.HTTPError as exc:
@@ -278,28 +337,42 @@ class LocalStack(Managed):
 
     def _watch(self) -> None:
         while not self._stopping.wait(0.2):
-            with self._lock:
-                app = self.services.get("app")
-                if app is None or app.alive or self._stopping.is_set():
-                    continue
-                app.stop()
-                self.app_restarts += 1
-                try:
-                    self._start_app()
-                except StackError as exc:
-                    print(f"tripkit dev: the app did not come back: {exc}", file=sys.stderr)
+            for name in self.app_services:
+                with self._lock:
+                    app = self.services.get(name)
+                    if app is None or app.alive or self._stopping.is_set():
+                        continue
+                    app.stop()
+                    self.restarts[name] += 1
+                    try:
+                        self._start_app(name)
+                    except StackError as exc:
+                        print(f"tripkit dev: {name} did not come back: {exc}", file=sys.stderr)
 
-    def kill_app(self, sig: int = signal.SIGKILL) -> None:
-        """Kill the app process (a crash, or a redeploy); the watcher starts it again."""
-        app = self.services["app"]
-        if app.proc is not None:
-            os.kill(app.proc.pid, sig)
+    def kill_app(self, sig: int = signal.SIGKILL, role: str = "worker") -> list[int]:
+        """Kill every app process that serves ``role`` (``worker``: where the steps run;
+        ``api``), as a crash or a redeploy would; the watcher starts them again. In the
+        single-process shape that is the one app process. Returns the pids killed."""
+        names = (
+            self.app_services
+            if self.config.shape == "single"
+            else [name for name in self.app_services if name.split("-")[0] == role]
+        )
+        killed = []
+        for name in names:
+            proc = self.services[name].proc
+            if proc is not None:
+                os.kill(proc.pid, sig)
+                killed.append(proc.pid)
+        return killed
 
     def wait_app_restarted(self, restarts: int, timeout: float = READY_TIMEOUT) -> None:
+        """Wait until ``restarts`` restarts happened in all and every app process runs."""
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             with self._lock:
-                if self.app_restarts >= restarts and self.services["app"].alive:
+                alive = all(self.services[name].alive for name in self.app_services)
+                if self.app_restarts >= restarts and alive:
                     return
             time.sleep(0.05)
         raise StackError("The app was not restarted in time.")
@@ -311,6 +384,8 @@ class LocalStack(Managed):
         with self._lock:
             for service in reversed(list(self.services.values())):
                 service.stop()
+        if self._worker_socket is not None:
+            self._worker_socket.close()
         self._tmp.cleanup()
 
     # -- what a second shell needs ------------------------------------------------------
@@ -318,6 +393,7 @@ class LocalStack(Managed):
     def env(self) -> Mapping[str, str]:
         return {
             "TRIPKIT_API_URL": self.api_url,
+            "TRIPKIT_WORKER_URL": self.worker_url,
             "REDIS_URL": self.redis_url,
             "UPSTASH_REDIS_REST_URL": self.rest_url,
             "UPSTASH_REDIS_REST_TOKEN": self.rest_token,
