@@ -22,6 +22,7 @@ test: $(STAMP)
 
 bench: $(STAMP)
 	$(BIN)/python bench/pipeline.py
+	$(BIN)/python bench/burst.py
 
 lint: $(STAMP)
 	$(BIN)/ruff check tripkit tests

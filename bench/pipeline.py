@@ -13,7 +13,7 @@ talking to Redis through the Upstash-REST gateway, as in production):
 3. executor work per run: SDK calls (HTTP requests from the executor to the app), steps,
    attempts per step, and Inngest executions (1 run + 1 per step: what Inngest bills).
 
-Prints a Markdown summary and writes it to bench/results.md.
+Prints a Markdown summary and writes it to bench/results.md (section ``pipeline``).
 """
 
 from __future__ import annotations
@@ -21,7 +21,6 @@ from __future__ import annotations
 import argparse
 import math
 import os
-import platform
 import statistics
 import sys
 import threading
@@ -35,8 +34,8 @@ from typing import Any
 import httpx
 import psutil
 import redis
+from sections import machine, write_section
 
-from tripkit import __version__
 from tripkit.devstack.demo import RedisCommandCounter
 from tripkit.devstack.stack import LocalStack, StackConfig
 
@@ -346,13 +345,6 @@ def bench_generations(generations: int, bundles: int, poll_interval: float) -> l
 # ------------------------------------------------------------------------------ report
 
 
-def machine() -> str:
-    return (
-        f"{platform.system()} {platform.release()} {platform.machine()}, "
-        f"nproc {os.cpu_count()}, Python {platform.python_version()}, tripkit {__version__}"
-    )
-
-
 def report(args: argparse.Namespace, latency: LatencyResult, gens: list[Generation]) -> str:
     out: list[str] = []
     w = out.append
@@ -362,8 +354,9 @@ def report(args: argparse.Namespace, latency: LatencyResult, gens: list[Generati
     w(f"- machine: {machine()}")
     w(f"- command: `{' '.join(['python bench/pipeline.py', *sys.argv[1:]])}`")
     w(
-        "- stack: LocalStack(chunk_delay=0), each service its own process; the app reaches "
-        "Redis through the Upstash-REST gateway; real HTTP on 127.0.0.1"
+        "- stack: LocalStack(chunk_delay=0), each service its own process; the app in the "
+        "production shape (an API process, worker processes); it reaches Redis through the "
+        "Upstash-REST gateway; real HTTP on 127.0.0.1"
     )
     w("")
 
@@ -530,8 +523,8 @@ def main(argv: list[str] | None = None) -> int:
     text = report(args, latency, generations)
     print()
     print(text)
-    args.out.write_text(text + "\n")
-    print(f"\n(written to {args.out})")
+    write_section(args.out, "pipeline", text)
+    print(f"\n(written to {args.out}, section 'pipeline')")
     return 0
 
 
