@@ -26,6 +26,7 @@ from pydantic import SecretStr
 from tripkit import signing
 from tripkit.api import MAX_API_BODY, create_app
 from tripkit.config import load_settings
+from tripkit.constants import FUNCTION_SLUG
 from tripkit.devstack.stack import LocalStack, StackConfig
 
 PREFS: dict[str, Any] = {
@@ -37,7 +38,6 @@ PREFS: dict[str, Any] = {
     "bundleCount": 2,
 }
 SESSION_ID = re.compile(r"^[0-9a-f]{32}$")
-FN_ID = "special-trips-generate-bundles"
 EVENT_NAME = "trips/bundles.requested"
 SIGNING_KEY = "signkey-test-" + secrets.token_hex(32)
 WRONG_KEY = "signkey-test-" + secrets.token_hex(32)
@@ -396,7 +396,7 @@ def call(stack: LocalStack, body: bytes, signature: str | None) -> httpx.Respons
         headers["x-inngest-signature"] = signature
     return httpx.post(
         f"{stack.worker_url}/api/inngest",
-        params={"fnId": FN_ID, "stepId": "step"},
+        params={"fnId": FUNCTION_SLUG, "stepId": "step"},
         content=body,
         headers=headers,
         timeout=30,

@@ -13,7 +13,7 @@ from tripkit import keys
 from tripkit.devstack.redis_server import EmbeddedRedis
 from tripkit.devstack.rest_gateway import BackgroundGateway
 from tripkit.errors import InvalidSessionId, RedisTimeout, RedisUnavailable, SessionNotFound
-from tripkit.models import Bundle, Preferences, Status, Summary
+from tripkit.models import Bundle, Preferences, RunRecord, Status, Summary
 from tripkit.store import SessionStore
 from tripkit.transport import Transport
 from tripkit.transport.resp import RespTransport
@@ -89,7 +89,9 @@ async def test_every_key_has_a_ttl_within_the_configured_one(
         await store.complete(s, [bundle(0)])
     failed = await store.create(PREFS)
     await store.fail(failed.session_id, "model said no")
-    await store.put_run_record(failed.session_id, {"status": "failed"})
+    await store.put_run_record(RunRecord(session_id=failed.session_id, status=Status.FAILED))
+    record = await store.get_run_record(failed.session_id)
+    assert record is not None and record.status is Status.FAILED
     found = list(raw.scan_iter(match=keys.pattern(store.prefix)))
     assert len(found) == 5  # 4 sessions and a run record
     for key in found:

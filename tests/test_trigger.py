@@ -17,16 +17,21 @@ from helpers import free_port, wait_final
 
 from tripkit import keys, sessions
 from tripkit.config import load_settings
+from tripkit.constants import EVENT_NAME, FUNCTION_SLUG
 from tripkit.devstack.stack import LocalStack
-from tripkit.models import Preferences, Status
+from tripkit.models import BundlesRequested, Preferences, Status
 from tripkit.store import SessionStore
 from tripkit.transport.resp import RespTransport
 from tripkit.transport.rest import RestTransport
-from tripkit.trigger import EventSender, TriggerError, event_for, request_bundles
-from tripkit.worker import EVENT_NAME, BundlesRequested, inngest_client
+from tripkit.trigger import (
+    EventSender,
+    TriggerError,
+    event_for,
+    inngest_client,
+    request_bundles,
+)
 
 PREFS = Preferences(interests=["food", "hiking"], trip_length_days=3, budget=1800, bundle_count=2)
-FN_ID = "special-trips-generate-bundles"
 
 
 def client_for(tmp_path: Path, inngest_base_url: str) -> inngest.Inngest:
@@ -120,7 +125,7 @@ async def test_inngest_reachable_queues_one_run_per_session(
         assert (await s.get(session.session_id)).session_id == session.session_id
 
     runs = runs_of(stack, session.session_id)
-    assert [r["function_id"] for r in runs] == [FN_ID]
+    assert [r["function_id"] for r in runs] == [FUNCTION_SLUG]
     assert runs[0]["event_name"] == EVENT_NAME
 
     final = wait_final(stack.api_url, session.session_id)

@@ -3,7 +3,6 @@ records from a real Redis, and the pure computations on hand-computed examples."
 
 from __future__ import annotations
 
-import json
 import math
 import os
 import subprocess
@@ -19,6 +18,7 @@ import redis
 from tripkit import keys, usage
 from tripkit.devstack.demo import RedisCommandCounter
 from tripkit.devstack.stack import LocalStack
+from tripkit.models import RunRecord
 from tripkit.transport import Transport
 from tripkit.transport.resp import RespTransport
 from tripkit.transport.rest import RestTransport
@@ -26,7 +26,7 @@ from tripkit.transport.rest import RestTransport
 PREFERENCES = {"interests": ["food"], "tripLengthDays": 2, "budget": 800, "bundleCount": 2}
 
 
-def _record(session_id: str, **extra: Any) -> dict[str, Any]:
+def _record(session_id: str, **extra: Any) -> RunRecord:
     """A run record as the worker writes it (see tripkit.worker)."""
     record = {
         "sessionId": session_id,
@@ -47,7 +47,7 @@ def _record(session_id: str, **extra: Any) -> dict[str, Any]:
         "status": "completed",
         "completedAt": "2026-06-01T10:05:00+00:00",
     }
-    return record | extra
+    return RunRecord.model_validate(record | extra)
 
 
 # --------------------------------------------------------------------------- against real servers
@@ -84,15 +84,16 @@ def test_command_formula_matches_a_real_generation(stack: LocalStack) -> None:
             assert time.monotonic() < deadline
             time.sleep(0.05)
         counts = counter.counts()
-        record = json.loads(raw.get(run_key) or b"{}")
+        record = RunRecord.model_validate_json(raw.get(run_key) or b"{}")
     finally:
         counter.close()
         raw.close()
 
-    formula = usage.redis_commands_per_generation(record["bundles"], polls)
+    assert record.bundles is not None
+    formula = usage.redis_commands_per_generation(record.bundles, polls)
     sets = formula["create"] + formula["writes"] + formula["run_record"]
     gets = formula["worker_reads"] + formula["polls"]
-    assert counts.get("SET") == sets == 4 + record["bundles"]
+    assert counts.get("SET") == sets == 4 + record.bundles
     assert counts.get("GET") == gets == 1 + polls
     assert counts["SET"] + counts["GET"] == formula["total"]
     # Polls estimated from the record's duration: at most the formula's count (request
@@ -126,10 +127,11 @@ async def test_collect_run_records_finds_the_record(
     raw.close()
 
     records = await usage.collect_run_records(stack_transport, "tripkit")
-    mine = [r for r in records if r["sessionId"] == session_id]
+    mine = [r for r in records if r.record.session_id == session_id]
     assert len(mine) == 1
-    assert mine[0]["status"] == "completed" and mine[0]["bundles"] == 2
-    assert mine[0]["recordBytes"] > 100 and mine[0]["sessionBytes"] > 500
+    assert mine[0].record.status == "completed" and mine[0].record.bundles == 2
+    assert mine[0].record_bytes is not None and mine[0].record_bytes > 100
+    assert mine[0].session_bytes is not None and mine[0].session_bytes > 500
     # Cost: SCANs and one pipeline of two MGETs per 100 records, nothing else.
     sent = stack_transport.counter.by_name
     assert set(sent) == {"SCAN", "MGET"}
@@ -186,13 +188,15 @@ def test_generations_table_from_a_record() -> None:
 
 
 def test_a_failed_runs_record_has_gaps_not_errors() -> None:
-    failed = {
-        "sessionId": "b" * 32,
-        "runId": "01FAIL",
-        "failedAt": "2026-06-01T10:00:09+00:00",
-        "status": "failed",
-        "error": "Generation failed: the model API answered 401.",
-    }
+    failed = RunRecord.model_validate(
+        {
+            "sessionId": "b" * 32,
+            "runId": "01FAIL",
+            "failedAt": "2026-06-01T10:00:09+00:00",
+            "status": "failed",
+            "error": "Generation failed: the model API answered 401.",
+        }
+    )
     table = usage.generations_table([failed])
     row = table.iloc[0]
     assert row["status"] == "failed" and math.isnan(row["duration_s"])

@@ -7,7 +7,7 @@ from datetime import timedelta
 
 from tripkit import sessions
 from tripkit.devstack.stack import LocalStack
-from tripkit.models import Bundle, Preferences, Summary
+from tripkit.models import Bundle, Preferences, RunRecord, Status, Summary
 from tripkit.store import SessionStore
 from tripkit.transport.rest import RestTransport
 from tripkit.widgets import GenerationPanel, bundles_frame, summaries_html, timeline_frame
@@ -44,12 +44,11 @@ def test_bundles_and_timeline_frames() -> None:
     )
     frame = bundles_frame(s)
     assert frame.loc[1, "destination"] == "Oslo, Norway" and frame.loc[1, "cost"] == 812
-    record = {
-        "summaryAt": [
-            (t0 + timedelta(seconds=2)).isoformat(),
-            (t0 + timedelta(seconds=5)).isoformat(),
-        ]
-    }
+    record = RunRecord(
+        session_id=s.session_id,
+        status=Status.COMPLETED,
+        summary_at=[t0 + timedelta(seconds=2), t0 + timedelta(seconds=5)],
+    )
     timeline = timeline_frame(s, record)
     assert list(timeline["event"]) == [
         "queued (sessionId returned)",

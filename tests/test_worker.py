@@ -6,7 +6,6 @@ worker streams through the real openai client from the model server.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
@@ -16,7 +15,10 @@ import pytest
 import redis
 from helpers import ModelControl, wait_final, wait_until
 
+from tripkit import keys
+from tripkit.constants import DEFAULT_KEY_PREFIX, FUNCTION_SLUG
 from tripkit.devstack.stack import LocalStack, StackConfig
+from tripkit.models import RunRecord
 
 PREFS: dict[str, Any] = {
     "interests": ["food", "museums"],
@@ -41,16 +43,16 @@ def runs_of(stack: LocalStack, session_id: str) -> list[dict[str, Any]]:
     return runs
 
 
-def run_record(stack: LocalStack, session_id: str) -> tuple[dict[str, Any], int]:
+def run_record(stack: LocalStack, session_id: str) -> tuple[RunRecord, int]:
+    key = keys.run_key(DEFAULT_KEY_PREFIX, session_id)
     client = redis.Redis.from_url(stack.redis_url)
     try:
-        raw = client.get(f"tripkit:run:{session_id}")
-        ttl = client.ttl(f"tripkit:run:{session_id}")
+        raw = client.get(key)
+        ttl = client.ttl(key)
     finally:
         client.close()
     assert raw is not None, "the worker wrote no run record"
-    record: dict[str, Any] = json.loads(raw)
-    return record, int(ttl)
+    return RunRecord.model_validate_json(raw), int(ttl)
 
 
 def test_a_generation_completes_with_every_summary_then_the_bundles(
@@ -73,13 +75,13 @@ def test_a_generation_completes_with_every_summary_then_the_bundles(
     assert [model_control.served("bundle", i) for i in range(3)] == [1, 1, 1]
 
     record, ttl = run_record(stack, session_id)
-    assert record["status"] == "completed" and record["modelCalls"] == 4
-    assert len(record["summaryAt"]) == 3 and record["firstSummaryAt"] == record["summaryAt"][0]
-    assert all(u["promptTokens"] > 0 and u["completionTokens"] > 0 for u in record["usage"])
+    assert record.status == "completed" and record.model_calls == 4
+    assert len(record.summary_at) == 3 and record.first_summary_at == record.summary_at[0]
+    assert all(u.prompt_tokens > 0 and u.completion_tokens > 0 for u in record.usage)
     assert 0 < ttl <= 3600
 
     (run,) = runs_of(stack, session_id)
-    assert run["status"] == "Completed" and run["function_id"] == "special-trips-generate-bundles"
+    assert run["status"] == "Completed" and run["function_id"] == FUNCTION_SLUG
     assert run["step_count"] == 5  # plan, 3 bundles, finalize
 
 
@@ -96,8 +98,8 @@ def test_model_errors_are_retried_until_the_model_answers(
     outcomes = model_control.stats()["byOutcome"]
     assert outcomes.get("500") == 2 and outcomes.get("429") == 1
     record, _ = run_record(stack, session_id)
-    assert record["attempts"]["bundle-1"] == 2 and record["attempts"]["plan"] == 1
-    assert record["attempts"]["bundle-0"] == 0
+    assert record.attempts["bundle-1"] == 2 and record.attempts["plan"] == 1
+    assert record.attempts["bundle-0"] == 0
 
 
 def test_an_invalid_model_key_fails_the_session_at_once_with_what_to_check(
@@ -113,7 +115,7 @@ def test_an_invalid_model_key_fails_the_session_at_once_with_what_to_check(
     assert model_control.stats()["byOutcome"] == {"401": 1}  # not retried
     assert wait_until(lambda: runs_of(stack, session_id)[0]["status"] == "Failed", timeout=10)
     record, _ = run_record(stack, session_id)
-    assert record["status"] == "failed"
+    assert record.status == "failed"
 
 
 def test_a_malformed_model_answer_is_retried(
@@ -225,8 +227,8 @@ def test_runs_beyond_the_concurrency_limit_wait_queued_then_all_complete() -> No
         assert [b["status"] for b in bodies] == ["completed"] * 3
         assert [len(b["bundles"]) for b in bodies] == [2, 2, 2]
         queues = httpx.get(f"{stack.inngest_url}/_control/queues", timeout=5).json()["data"]
-        assert queues["special-trips-generate-bundles"]["peak"] == 1
-        assert queues["special-trips-generate-bundles"]["waiting"] == 0
+        assert queues[FUNCTION_SLUG]["peak"] == 1
+        assert queues[FUNCTION_SLUG]["waiting"] == 0
         functions = httpx.get(f"{stack.inngest_url}/v1/functions", timeout=5).json()["data"]
-        (generate,) = [f for f in functions if f["id"] == "special-trips-generate-bundles"]
+        (generate,) = [f for f in functions if f["id"] == FUNCTION_SLUG]
         assert generate["concurrency"] == [{"limit": 1, "scope": "fn", "key": None}]

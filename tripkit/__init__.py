@@ -2,4 +2,10 @@
 
 from __future__ import annotations
 
-__version__ = "0.1.0"
+from importlib.metadata import PackageNotFoundError, version
+
+try:
+    #: The one version: pyproject.toml's, as installed (``tripkit --version``, the API).
+    __version__ = version("tripkit")
+except PackageNotFoundError:  # run from a source tree that was never installed
+    __version__ = "0+unknown"

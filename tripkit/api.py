@@ -31,8 +31,9 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from tripkit import signing
+from tripkit import __version__, signing
 from tripkit.config import Settings, load_settings
+from tripkit.constants import SERVE_PATH
 from tripkit.errors import (
     ConfigError,
     InvalidSessionId,
@@ -42,15 +43,14 @@ from tripkit.errors import (
     TripkitError,
 )
 from tripkit.gate import Gate
-from tripkit.model import ModelAuthError, ModelClient
+from tripkit.llm import ModelAuthError, ModelClient
 from tripkit.models import Preferences, Session, WireModel
 from tripkit.store import SessionStore
-from tripkit.trigger import EventSender, TriggerError, request_bundles
-from tripkit.worker import Worker, create_functions, inngest_client
+from tripkit.trigger import EventSender, TriggerError, inngest_client, request_bundles
+from tripkit.worker import Worker, create_functions
 
 log = logging.getLogger("tripkit.api")
 
-SERVE_PATH = "/api/inngest"
 #: Preferences are small; anything bigger is a mistake or an attack.
 MAX_API_BODY = 64 * 1024
 #: Inngest sends the run's step outputs with each call (Inngest caps a run's state at 32 MiB).
@@ -208,7 +208,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         if model is not None:
             await model.aclose()
 
-    app = FastAPI(title="tripkit", version="0.1.0", lifespan=lifespan)
+    app = FastAPI(title="tripkit", version=__version__, lifespan=lifespan)
     app.state.settings = settings
     app.state.store = store
     app.state.inngest = client

@@ -2,7 +2,7 @@
 
 Where the data comes from:
 
-- **Run records**: the worker writes one JSON record per run to
+- **Run records**: the worker writes one :class:`~tripkit.models.RunRecord` per run to
   ``<prefix>:run:<sessionId>`` (timings, bundles, steps, attempts, token usage; see
   :mod:`tripkit.worker`). It has the session's TTL (1 h by default), so it lives in
   Redis only as long as the session. The report therefore *harvests* the records
@@ -30,8 +30,10 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import pandas as pd
+from pydantic import ValidationError
 
 from tripkit import keys
+from tripkit.models import RunRecord
 from tripkit.plans import UsageError
 
 if TYPE_CHECKING:
@@ -40,6 +42,7 @@ if TYPE_CHECKING:
 __all__ = [
     "COLUMNS",
     "Harvest",
+    "HarvestedRecord",
     "UpstashStats",
     "collect_run_records",
     "generations_table",
@@ -104,42 +107,53 @@ def _int_or_nan(value: Any) -> float:
     )
 
 
-def _row(record: Mapping[str, Any], harvested_at: str) -> dict[str, Any]:
-    queued = _ts(record.get("queuedAt"))
-    completed = _ts(record.get("completedAt"))
-    failed = _ts(record.get("failedAt"))
+@dataclass(frozen=True)
+class HarvestedRecord:
+    """A run record as a harvest found it, with the bytes it and its session hold in Redis
+    and, when the record lists no summary times, how many summaries its session has."""
+
+    record: RunRecord
+    record_bytes: int | None = None
+    session_bytes: int | None = None
+    summary_count: int | None = None
+
+
+def _row(item: RunRecord | HarvestedRecord, harvested_at: str) -> dict[str, Any]:
+    found = item if isinstance(item, HarvestedRecord) else HarvestedRecord(item)
+    record = found.record
+    queued = _ts(record.queued_at)
+    completed = _ts(record.completed_at)
+    failed = _ts(record.failed_at)
     ended = completed if not pd.isna(completed) else failed
-    first = _ts(record.get("firstSummaryAt"))
-    attempts = record.get("attempts") or {}
-    retries = sum(int(v) for v in attempts.values() if isinstance(v, int)) if attempts else 0
-    usage = [u for u in record.get("usage") or [] if isinstance(u, dict)]
-    steps = _int_or_nan(record.get("steps"))
-    status = record.get("status") or ("failed" if not pd.isna(failed) else "unknown")
+    first = _ts(record.first_summary_at)
+    retries = sum(record.attempts.values())
+    steps = _int_or_nan(record.steps)
+    usage = [u.model_dump(mode="json", by_alias=True) for u in record.usage]
     return {
-        "session_id": record.get("sessionId"),
-        "run_id": record.get("runId"),
-        "status": status,
-        "error": record.get("error"),
+        "session_id": record.session_id,
+        "run_id": record.run_id,
+        "status": record.status.value,
+        "error": record.error,
         "queued_at": queued,
-        "started_at": _ts(record.get("startedAt")),
+        "started_at": _ts(record.started_at),
         "first_summary_at": first,
         "completed_at": completed,
         "failed_at": failed,
         "time_to_first_summary_s": _seconds(first, queued),
         "duration_s": _seconds(ended, queued),
-        "bundles": _int_or_nan(record.get("bundles")),
-        "summaries": float(len(record.get("summaryAt") or []) or record.get("summaryCount") or 0),
+        "bundles": _int_or_nan(record.bundles),
+        "summaries": float(len(record.summary_at) or found.summary_count or 0),
         "steps": steps,
-        "model_calls": _int_or_nan(record.get("modelCalls")),
+        "model_calls": _int_or_nan(record.model_calls),
         # The finalize step is not in ``attempts``: counted as one attempt.
         "attempts_total": steps + retries if not math.isnan(steps) else math.nan,
         "retries": float(retries),
-        "prompt_tokens": float(sum(int(u.get("promptTokens") or 0) for u in usage)),
-        "completion_tokens": float(sum(int(u.get("completionTokens") or 0) for u in usage)),
-        "models": ",".join(sorted({str(u.get("model")) for u in usage})),
+        "prompt_tokens": float(sum(u.prompt_tokens for u in record.usage)),
+        "completion_tokens": float(sum(u.completion_tokens for u in record.usage)),
+        "models": ",".join(sorted({u.model for u in record.usage})),
         "usage_json": json.dumps(usage, separators=(",", ":")),
-        "record_bytes": _int_or_nan(record.get("recordBytes")),
-        "session_bytes": _int_or_nan(record.get("sessionBytes")),
+        "record_bytes": _int_or_nan(found.record_bytes),
+        "session_bytes": _int_or_nan(found.session_bytes),
         "harvested_at": harvested_at,
     }
 
@@ -156,11 +170,11 @@ def _typed(frame: pd.DataFrame) -> pd.DataFrame:
 
 
 def generations_table(
-    records: Iterable[Mapping[str, Any]], *, harvested_at: datetime | None = None
+    records: Iterable[RunRecord | HarvestedRecord], *, harvested_at: datetime | None = None
 ) -> pd.DataFrame:
-    """One tidy row per run record (records without a ``sessionId`` are skipped)."""
+    """One tidy row per run record."""
     stamp = (harvested_at or datetime.now(UTC)).isoformat()
-    rows = [_row(r, stamp) for r in records if r.get("sessionId")]
+    rows = [_row(r, stamp) for r in records]
     return _typed(pd.DataFrame(rows, columns=COLUMNS))
 
 
@@ -174,38 +188,44 @@ def merge_history(old: pd.DataFrame, fresh: pd.DataFrame) -> pd.DataFrame:
     return _typed(merged.reset_index(drop=True))
 
 
-def _run_record(raw: Any, doc: Any) -> dict[str, Any] | None:
+def _run_record(raw: Any, doc: Any) -> HarvestedRecord | None:
     """A run record as MGET returned it, with the bytes it and its session hold (``None``:
     expired, or not a record)."""
     if not isinstance(raw, bytes):
         return None  # expired between SCAN and MGET
     try:
-        record = json.loads(raw)
-    except ValueError:
+        record = RunRecord.model_validate_json(raw)
+    except ValidationError:
         return None
-    if not isinstance(record, dict):
-        return None
-    record["recordBytes"] = len(raw)
-    record["sessionBytes"] = len(doc) if isinstance(doc, bytes) else None
-    if isinstance(doc, bytes):
-        _fill_from_session(record, doc)
-    return record
+    session = _session_fields(doc)
+    # A failed run's record (written by ``on_failure``) has no timings: take the ones its
+    # session still holds, so its duration and polls can be estimated too.
+    record = record.model_copy(
+        update={
+            "queued_at": record.queued_at or session.get("createdAt"),
+            "started_at": record.started_at or session.get("startedAt"),
+        }
+    )
+    record = RunRecord.model_validate(record.model_dump())  # the session's times, parsed
+    summaries = session.get("summaries")
+    return HarvestedRecord(
+        record,
+        record_bytes=len(raw),
+        session_bytes=len(doc) if isinstance(doc, bytes) else None,
+        summary_count=(
+            len(summaries) if not record.summary_at and isinstance(summaries, list) else None
+        ),
+    )
 
 
-def _fill_from_session(record: dict[str, Any], doc: bytes) -> None:
-    """A failed run's record (written by ``on_failure``) has no timings: take the ones its
-    session still holds, so its duration and polls can be estimated too."""
+def _session_fields(doc: Any) -> dict[str, Any]:
+    if not isinstance(doc, bytes):
+        return {}
     try:
         session = json.loads(doc)
     except ValueError:
-        return
-    if not isinstance(session, dict):
-        return
-    for ours, theirs in (("queuedAt", "createdAt"), ("startedAt", "startedAt")):
-        if not record.get(ours) and session.get(theirs):
-            record[ours] = session[theirs]
-    if "summaryAt" not in record and isinstance(session.get("summaries"), list):
-        record["summaryCount"] = len(session["summaries"])
+        return {}
+    return session if isinstance(session, dict) else {}
 
 
 # --------------------------------------------------------------------------- service APIs
@@ -312,7 +332,7 @@ def read_history(csv_path: str | Path) -> pd.DataFrame:
     return _typed(pd.read_csv(path, dtype={"session_id": str, "run_id": str}))
 
 
-def harvest(records: Iterable[Mapping[str, Any]], csv_path: str | Path) -> pd.DataFrame:
+def harvest(records: Iterable[RunRecord | HarvestedRecord], csv_path: str | Path) -> pd.DataFrame:
     """Merge run records into the history CSV, one row per session id (the newest harvest
     wins), written atomically; returns the merged history. This is what keeps a history
     past the records' TTL in Redis."""
@@ -359,8 +379,8 @@ class Harvest:
 
 async def collect_run_records(
     transport: Transport, prefix: str = "tripkit", *, batch: int = 100
-) -> list[dict[str, Any]]:
-    """Every run record under ``prefix``, with ``recordBytes`` and ``sessionBytes`` added.
+) -> list[HarvestedRecord]:
+    """Every run record under ``prefix``, with the bytes it and its session hold.
 
     Cost: one SCAN per 500 keys scanned, then per ``batch`` records one pipeline of two
     MGETs (the records, and their sessions, to measure the storage a generation holds):
@@ -380,7 +400,7 @@ async def collect_run_records(
         if cursor in (b"0", 0):
             break
     names = sorted(set(found))
-    records: list[dict[str, Any]] = []
+    records: list[HarvestedRecord] = []
     for start in range(0, len(names), batch):
         chunk = names[start : start + batch]
         ids = [name.removeprefix(run_prefix) for name in chunk]
@@ -416,5 +436,5 @@ async def harvest_from_redis(
         await transport.aclose()
     known = set(read_history(csv_path)["session_id"]) if Path(csv_path).exists() else set()
     history = harvest(records, csv_path)
-    new = sum(1 for r in records if r.get("sessionId") not in known)
+    new = sum(1 for r in records if r.record.session_id not in known)
     return history, Harvest(len(records), new, cost, str(csv_path))

@@ -1,7 +1,9 @@
-"""The data tripkit moves around: onboarding preferences, sessions, summaries, bundles.
+"""The data tripkit moves around: onboarding preferences, sessions, summaries, bundles,
+the event that starts a generation, the outputs its steps pass on, and its run record.
 
-These are the edge models (HTTP bodies, events, what Redis holds). On the wire they use
-the original API's camelCase (``sessionId``); in Python they are snake_case.
+These are the edge models (HTTP bodies, events, Inngest step outputs, what Redis holds):
+every writer and reader shares one definition. On the wire they use the original API's
+camelCase (``sessionId``); in Python they are snake_case.
 """
 
 from __future__ import annotations
@@ -13,13 +15,17 @@ from typing import Annotated, Literal
 
 from pydantic import (
     AfterValidator,
+    AwareDatetime,
     BaseModel,
     ConfigDict,
     Field,
     StringConstraints,
+    field_validator,
     model_validator,
 )
 from pydantic.alias_generators import to_camel
+
+from tripkit.keys import validate_session_id
 
 MAX_TRIP_DAYS = 60
 MAX_BUNDLES = 10
@@ -163,6 +169,100 @@ class Session(WireModel):
     @property
     def is_final(self) -> bool:
         return self.status in FINAL_STATUSES
+
+
+# --- the generation run: its event, its steps' outputs, its record -----------------------
+
+
+class BundlesRequested(WireModel):
+    """The data of the event that starts a generation: which session, what preferences."""
+
+    session_id: str
+    preferences: Preferences
+
+    @field_validator("session_id")
+    @classmethod
+    def _valid_id(cls, value: str) -> str:
+        return validate_session_id(value)
+
+
+class Outline(WireModel):
+    """One planned bundle: where, and the angle it takes."""
+
+    index: int = Field(ge=0, lt=MAX_BUNDLES)
+    destination: str = Field(min_length=1, max_length=200)
+    country: str = Field(default="", max_length=100)
+    theme: str = Field(default="", max_length=300)
+
+
+class TokenUsage(WireModel):
+    """Tokens one model call used, as the stream's final chunk reported them."""
+
+    model: str
+    prompt_tokens: int = Field(default=0, ge=0)
+    completion_tokens: int = Field(default=0, ge=0)
+
+    @property
+    def total_tokens(self) -> int:
+        return self.prompt_tokens + self.completion_tokens
+
+
+class PlanOutput(WireModel):
+    """What the ``plan`` step returns (Inngest memoizes it): the session it marked
+    running, the outlines, the call's usage, the attempt it took."""
+
+    session: Session
+    outlines: list[Outline]
+    usage: TokenUsage
+    attempt: int = Field(ge=0)
+    started_at: AwareDatetime | None = None
+
+
+class BundleOutput(WireModel):
+    """What a ``bundle-<i>`` step returns: the session with its summary, the bundle."""
+
+    session: Session
+    bundle: Bundle
+    usage: TokenUsage
+    attempt: int = Field(ge=0)
+    summary_at: AwareDatetime
+
+
+class FinalOutput(WireModel):
+    """What the ``finalize`` step (and so the run) returns."""
+
+    session_id: str
+    status: Status
+    bundles: int = Field(ge=0)
+
+
+class RunRecord(WireModel):
+    """The worker's record of one generation run: timings, attempts, token usage.
+
+    Written once per run next to the session (``<prefix>:run:<sessionId>``, same TTL) by
+    the ``finalize`` step, or by the failure handler (which knows only what the failure
+    event says, so most fields stay empty). Read by the usage history and the notebook's
+    timeline. Unknown fields are ignored, so a record written by a newer tripkit still
+    reads.
+    """
+
+    model_config = ConfigDict(extra="ignore")
+
+    session_id: str
+    run_id: str | None = None
+    status: Status
+    error: str | None = None
+    queued_at: AwareDatetime | None = None
+    started_at: AwareDatetime | None = None
+    first_summary_at: AwareDatetime | None = None
+    summary_at: list[AwareDatetime] = Field(default_factory=list)
+    completed_at: AwareDatetime | None = None
+    failed_at: AwareDatetime | None = None
+    attempts: dict[str, int] = Field(default_factory=dict)
+    bundles: int | None = None
+    steps: int | None = None
+    model_calls: int | None = None
+    usage: list[TokenUsage] = Field(default_factory=list)
 
 
 #: The preferences the demo, the notebooks and the benchmarks submit.

@@ -22,14 +22,14 @@ one command plus each ``redis.call`` inside it, so it would cost 3 per write.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterable
-from typing import Any
+
+from pydantic import ValidationError
 
 from tripkit import keys, sessions
 from tripkit.config import Settings
 from tripkit.errors import SessionNotFound, StoreError
-from tripkit.models import Bundle, Preferences, Session, Status, Summary
+from tripkit.models import Bundle, Preferences, RunRecord, Session, Status, Summary
 from tripkit.transport import Transport, connect
 
 
@@ -103,26 +103,32 @@ class SessionStore:
     async def complete(self, session: Session, bundles: Iterable[Bundle]) -> Session:
         return await self._replace(sessions.complete(session, bundles))
 
-    async def put_run_record(self, session_id: str, record: dict[str, Any]) -> None:
+    async def put_run_record(self, record: RunRecord) -> None:
         """The worker's record of a run (timings, attempts, tokens): one ``SET ... EX``."""
         await self.transport.execute(
             "SET",
-            keys.run_key(self.prefix, session_id),
-            json.dumps(record, separators=(",", ":")),
+            keys.run_key(self.prefix, record.session_id),
+            record.model_dump_json(by_alias=True, exclude_none=True),
             "EX",
             self.ttl,
             retry_safe=True,
         )
 
-    async def get_run_record(self, session_id: str) -> dict[str, Any] | None:
+    async def get_run_record(self, session_id: str) -> RunRecord | None:
         """The run record, or ``None`` while the run has not finished (or after its TTL)."""
         raw = await self.transport.execute(
             "GET", keys.run_key(self.prefix, session_id), retry_safe=True
         )
         if not isinstance(raw, bytes):
             return None
-        record: dict[str, Any] = json.loads(raw)
-        return record
+        try:
+            return RunRecord.model_validate_json(raw)
+        except ValidationError:
+            raise StoreError(
+                f"The run record of session {session_id} in Redis is corrupt.",
+                remedy="Check that nothing else writes under the tripkit: key prefix "
+                "(TRIPKIT_KEY_PREFIX).",
+            ) from None
 
     async def fail(self, session: Session | str, error: str) -> Session:
         """Mark failed. Given only an id (an ``on_failure`` handler has no session at

@@ -13,10 +13,11 @@ from collections.abc import Sequence
 
 import inngest
 
+from tripkit.config import Settings
+from tripkit.constants import APP_ID, EVENT_NAME
 from tripkit.errors import StoreError, TripkitError
-from tripkit.models import Preferences, Session
+from tripkit.models import BundlesRequested, Preferences, Session
 from tripkit.store import SessionStore
-from tripkit.worker import EVENT_NAME, BundlesRequested
 
 
 class TriggerError(TripkitError):
@@ -25,6 +26,22 @@ class TriggerError(TripkitError):
     remedy = (
         "Check INNGEST_EVENT_KEY and that Inngest is reachable (INNGEST_BASE_URL, or Inngest "
         "Cloud); locally, is `tripkit dev` running?"
+    )
+
+
+def inngest_client(settings: Settings) -> inngest.Inngest:
+    """The app's Inngest client: signed cloud mode when a signing key is set, else dev.
+    The API sends events with it; the worker serves its function with the same client."""
+    signing = settings.inngest_signing_key
+    return inngest.Inngest(
+        app_id=APP_ID,
+        is_production=signing is not None,
+        signing_key=signing.get_secret_value() if signing else None,
+        event_key=(
+            settings.inngest_event_key.get_secret_value() if settings.inngest_event_key else None
+        ),
+        api_base_url=settings.inngest_base_url,
+        event_api_base_url=settings.inngest_base_url,
     )
 
 

@@ -18,9 +18,16 @@ import ipywidgets as w
 import pandas as pd
 from pydantic import ValidationError
 
-from tripkit.client import ApiClient
+from tripkit.api_client import ApiClient
 from tripkit.errors import TripkitError
-from tripkit.models import MAX_BUNDLES, SAMPLE_PREFERENCES, Preferences, Session, Status
+from tripkit.models import (
+    MAX_BUNDLES,
+    SAMPLE_PREFERENCES,
+    Preferences,
+    RunRecord,
+    Session,
+    Status,
+)
 from tripkit.store import SessionStore
 
 SAMPLE = SAMPLE_PREFERENCES
@@ -57,18 +64,15 @@ def bundles_frame(session: Session) -> pd.DataFrame:
     )
 
 
-def timeline_frame(session: Session, record: dict[str, Any] | None) -> pd.DataFrame:
+def timeline_frame(session: Session, record: RunRecord | None) -> pd.DataFrame:
     """When each thing happened, in seconds after the request: from the session and the
     worker's run record (which adds every summary's time and the attempts)."""
     events: list[tuple[str, datetime | None]] = [
         ("queued (sessionId returned)", session.created_at),
         ("started", session.started_at),
     ]
-    if record and record.get("summaryAt"):
-        events += [
-            (f"summary {i + 1} written", datetime.fromisoformat(at))
-            for i, at in enumerate(record["summaryAt"])
-        ]
+    if record and record.summary_at:
+        events += [(f"summary {i + 1} written", at) for i, at in enumerate(record.summary_at)]
     else:
         events.append(("first summary written", session.first_summary_at))
     events.append((session.status.value, session.completed_at))

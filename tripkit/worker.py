@@ -11,7 +11,11 @@ finished bundle is never generated again (Inngest memoizes each step's output):
 Each step passes the session document it wrote to the next one, so every write is a
 single ``SET ... XX`` (see :mod:`tripkit.store`) and a retried step overwrites what its
 earlier attempt wrote. All side effects happen inside steps. If the run fails for good,
-``on_failure`` marks the session failed with the cause, so polling always ends.
+``on_failure`` marks the session failed with the cause, so polling always ends. What
+the steps return and the run record are typed in :mod:`tripkit.models`
+(:class:`~tripkit.models.PlanOutput`, :class:`~tripkit.models.BundleOutput`,
+:class:`~tripkit.models.RunRecord`); the names Inngest knows are in
+:mod:`tripkit.constants`.
 """
 
 from __future__ import annotations
@@ -22,34 +26,26 @@ from dataclasses import dataclass
 from typing import Any
 
 import inngest
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field
 
-from tripkit import keys
-from tripkit.config import Settings
+from tripkit.constants import EVENT_NAME, FUNCTION_ID, FUNCTION_NAME, RETRIES
 from tripkit.errors import SessionNotFound
-from tripkit.model import ModelClient, ModelError, Outline
-from tripkit.models import Bundle, Preferences, Session, Summary, WireModel, utcnow
+from tripkit.llm import ModelClient, ModelError
+from tripkit.models import (
+    Bundle,
+    BundleOutput,
+    BundlesRequested,
+    FinalOutput,
+    Outline,
+    PlanOutput,
+    RunRecord,
+    Session,
+    Status,
+    Summary,
+    utcnow,
+)
 from tripkit.sessions import SessionClosed
 from tripkit.store import SessionStore
-
-APP_ID = "special-trips"
-FUNCTION_ID = "generate-bundles"
-FUNCTION_NAME = "Generate Trip Bundles"
-EVENT_NAME = "trips/bundles.requested"
-#: Retries per step after the first attempt (Inngest's default is 4, so 5 attempts).
-RETRIES = 4
-
-
-class BundlesRequested(WireModel):
-    """The event's data: which session to fill, with what preferences."""
-
-    session_id: str
-    preferences: Preferences
-
-    @field_validator("session_id")
-    @classmethod
-    def _valid_id(cls, value: str) -> str:
-        return keys.validate_session_id(value)
 
 
 class FunctionFailed(BaseModel):
@@ -62,19 +58,9 @@ class FunctionFailed(BaseModel):
     event: dict[str, Any] = Field(default_factory=dict)
 
 
-def inngest_client(settings: Settings) -> inngest.Inngest:
-    """The app's Inngest client: signed cloud mode when a signing key is set, else dev."""
-    signing = settings.inngest_signing_key
-    return inngest.Inngest(
-        app_id=APP_ID,
-        is_production=signing is not None,
-        signing_key=signing.get_secret_value() if signing else None,
-        event_key=(
-            settings.inngest_event_key.get_secret_value() if settings.inngest_event_key else None
-        ),
-        api_base_url=settings.inngest_base_url,
-        event_api_base_url=settings.inngest_base_url,
-    )
+def _wire(model: BaseModel) -> dict[str, Any]:
+    """A step's output as Inngest stores it (JSON, camelCase)."""
+    return model.model_dump(mode="json", by_alias=True)
 
 
 @dataclass
@@ -88,13 +74,14 @@ class Worker:
         async with _stop_when_hopeless():
             session = await self.store.mark_running(await self.store.get(session_id))
             outlines, usage = await self.model().plan(session.preferences)
-        return {
-            "session": _dump(session),
-            "outlines": [o.model_dump(mode="json", by_alias=True) for o in outlines],
-            "usage": usage.as_dict(),
-            "attempt": attempt,
-            "startedAt": _iso(session.started_at),
-        }
+        output = PlanOutput(
+            session=session,
+            outlines=outlines,
+            usage=usage,
+            attempt=attempt,
+            started_at=session.started_at,
+        )
+        return _wire(output)
 
     async def bundle(self, state: dict[str, Any], outline: Outline, attempt: int) -> dict[str, Any]:
         session = Session.model_validate(state)
@@ -106,13 +93,14 @@ class Worker:
 
         async with _stop_when_hopeless():
             _, bundle, usage = await self.model().bundle(session.preferences, outline, on_summary)
-        return {
-            "session": _dump(written["session"]),
-            "bundle": bundle.model_dump(mode="json", by_alias=True),
-            "usage": usage.as_dict(),
-            "attempt": attempt,
-            "summaryAt": _iso(written["at"]),
-        }
+        output = BundleOutput(
+            session=written["session"],
+            bundle=bundle,
+            usage=usage,
+            attempt=attempt,
+            summary_at=written["at"],
+        )
+        return _wire(output)
 
     async def finalize(
         self, state: dict[str, Any], bundles: list[dict[str, Any]], record: dict[str, Any]
@@ -121,18 +109,25 @@ class Worker:
             session = await self.store.complete(
                 Session.model_validate(state), [Bundle.model_validate(b) for b in bundles]
             )
-        record = {**record, "status": "completed", "completedAt": _iso(session.completed_at)}
-        await self.store.put_run_record(session.session_id, record)
-        return {"sessionId": session.session_id, "status": "completed", "bundles": len(bundles)}
+        done = RunRecord.model_validate(record).model_copy(
+            update={"status": Status.COMPLETED, "completed_at": session.completed_at}
+        )
+        await self.store.put_run_record(done)
+        return _wire(
+            FinalOutput(
+                session_id=session.session_id, status=Status.COMPLETED, bundles=len(bundles)
+            )
+        )
 
     async def fail(self, session_id: str, error: str, record: dict[str, Any]) -> None:
         try:
             session = await self.store.fail(session_id, error)
         except SessionNotFound:
             return  # expired meanwhile: there is nothing left to mark
-        await self.store.put_run_record(
-            session_id, {**record, "status": session.status.value, "error": session.error}
+        failed = RunRecord.model_validate(record).model_copy(
+            update={"status": session.status, "error": session.error}
         )
+        await self.store.put_run_record(failed)
 
 
 @contextlib.asynccontextmanager
@@ -150,12 +145,25 @@ async def _stop_when_hopeless() -> AsyncIterator[None]:
         raise inngest.NonRetriableError(str(exc)) from None
 
 
-def _dump(session: Session) -> dict[str, Any]:
-    return session.model_dump(mode="json", by_alias=True)
-
-
-def _iso(value: Any) -> str | None:
-    return value.isoformat() if value is not None else None
+def run_record(
+    session_id: str, run_id: str, planned: PlanOutput, outputs: list[BundleOutput]
+) -> RunRecord:
+    """The record of a run whose steps all succeeded (``finalize`` completes it)."""
+    return RunRecord(
+        session_id=session_id,
+        run_id=run_id,
+        status=Status.RUNNING,
+        queued_at=planned.session.created_at,
+        started_at=planned.started_at,
+        first_summary_at=outputs[0].summary_at if outputs else None,
+        summary_at=[o.summary_at for o in outputs],
+        attempts={"plan": planned.attempt}
+        | {f"bundle-{i}": o.attempt for i, o in enumerate(outputs)},
+        bundles=len(outputs),
+        steps=2 + len(outputs),
+        model_calls=1 + len(outputs),
+        usage=[planned.usage, *(o.usage for o in outputs)],
+    )
 
 
 def create_functions(
@@ -173,9 +181,14 @@ def create_functions(
         failed = FunctionFailed.model_validate(ctx.event.data)
         session_id = BundlesRequested.model_validate(failed.event.get("data")).session_id
         error = str(failed.error.get("message") or "the run failed after its retries")
-        record = {"sessionId": session_id, "runId": failed.run_id, "failedAt": _iso(utcnow())}
+        record = RunRecord(
+            session_id=session_id,
+            run_id=failed.run_id,
+            status=Status.FAILED,
+            failed_at=utcnow(),
+        )
         await ctx.step.run(
-            "mark-failed", worker.fail, session_id, f"Generation failed: {error}", record
+            "mark-failed", worker.fail, session_id, f"Generation failed: {error}", _wire(record)
         )
 
     @client.create_function(
@@ -188,32 +201,26 @@ def create_functions(
     )
     async def generate_bundles(ctx: inngest.Context) -> dict[str, Any]:
         session_id = BundlesRequested.model_validate(ctx.event.data).session_id
-        planned = await ctx.step.run("plan", worker.plan, session_id, ctx.attempt)
-        state = planned["session"]
-        outputs: list[dict[str, Any]] = []
-        for raw in planned["outlines"]:
-            outline = Outline.model_validate(raw)
-            out = await ctx.step.run(
-                f"bundle-{outline.index}", worker.bundle, state, outline, ctx.attempt
+        planned = PlanOutput.model_validate(
+            await ctx.step.run("plan", worker.plan, session_id, ctx.attempt)
+        )
+        state = _wire(planned.session)
+        outputs: list[BundleOutput] = []
+        for outline in planned.outlines:
+            out = BundleOutput.model_validate(
+                await ctx.step.run(
+                    f"bundle-{outline.index}", worker.bundle, state, outline, ctx.attempt
+                )
             )
-            state = out["session"]
+            state = _wire(out.session)
             outputs.append(out)
-        record = {
-            "sessionId": session_id,
-            "runId": ctx.run_id,
-            "queuedAt": Session.model_validate(planned["session"]).created_at.isoformat(),
-            "startedAt": planned["startedAt"],
-            "firstSummaryAt": outputs[0]["summaryAt"] if outputs else None,
-            "summaryAt": [o["summaryAt"] for o in outputs],
-            "attempts": {"plan": planned["attempt"]}
-            | {f"bundle-{i}": o["attempt"] for i, o in enumerate(outputs)},
-            "bundles": len(outputs),
-            "steps": 2 + len(outputs),
-            "modelCalls": 1 + len(outputs),
-            "usage": [planned["usage"], *(o["usage"] for o in outputs)],
-        }
+        record = run_record(session_id, ctx.run_id, planned, outputs)
         return await ctx.step.run(
-            "finalize", worker.finalize, state, [o["bundle"] for o in outputs], record
+            "finalize",
+            worker.finalize,
+            state,
+            [_wire(o.bundle) for o in outputs],
+            _wire(record),
         )
 
     return [generate_bundles]

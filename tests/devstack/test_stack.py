@@ -26,6 +26,8 @@ import psutil
 import pytest
 from helpers import free_port, process_gone, wait_final, wait_until
 
+from tripkit import keys
+from tripkit.constants import DEFAULT_KEY_PREFIX, FUNCTION_SLUG
 from tripkit.devstack.stack import LocalStack, default_workers
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(180)]
@@ -44,7 +46,6 @@ SERVICES = ("redis_server", "rest_gateway", "executor", "model_server", "uvicorn
 #: The production shape: the services above (uvicorn: the API), and the worker processes.
 WORKERS = default_workers()
 START_TIMEOUT = 60.0
-FUNCTION_ID = "special-trips-generate-bundles"
 SIMPLE_PREFERENCES = {"interests": ["food"], "tripLengthDays": 2, "budget": 800, "bundleCount": 1}
 
 
@@ -192,7 +193,7 @@ def test_dev_prints_working_variables_and_ctrl_c_stops_every_service(tmp_path: P
 
         functions = httpx.get(f"{env['INNGEST_BASE_URL']}/v1/functions", timeout=10)
         assert functions.status_code == 200
-        assert FUNCTION_ID in [fn["id"] for fn in functions.json()["data"]]
+        assert FUNCTION_SLUG in [fn["id"] for fn in functions.json()["data"]]
 
         assert env["REDIS_URL"].startswith("redis://127.0.0.1:")
         assert env["OPENAI_BASE_URL"].endswith("/v1")
@@ -323,7 +324,7 @@ def test_real_credentials_in_env_and_dotenv_do_not_reach_the_stack(tmp_path: Pat
         assert [r["status"] for r in runs.json()["data"]] == ["Completed"]
         exists = httpx.post(
             printed["UPSTASH_REDIS_REST_URL"],
-            json=["EXISTS", f"tripkit:session:{session_id}"],
+            json=["EXISTS", keys.session_key(DEFAULT_KEY_PREFIX, session_id)],
             headers={"Authorization": f"Bearer {printed['UPSTASH_REDIS_REST_TOKEN']}"},
             timeout=10,
         )

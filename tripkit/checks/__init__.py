@@ -39,7 +39,6 @@ from tripkit.checks.core import (
     PLAIN_VARIABLES,
     REGISTRY,
     SECRET_VARIABLES,
-    SERVE_PATH,
     STEP_1,
     STEP_2,
     STEP_4,
@@ -67,6 +66,7 @@ from tripkit.checks.services import (
     free_tier_data_size,
 )
 from tripkit.config import ENV_FILES, Settings, load_settings
+from tripkit.constants import SERVE_PATH
 from tripkit.errors import ConfigError, TripkitError
 
 __all__ = [

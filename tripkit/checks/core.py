@@ -13,6 +13,7 @@ from pydantic import SecretStr
 
 from tripkit import signing
 from tripkit.config import Settings
+from tripkit.constants import SERVE_PATH
 from tripkit.errors import ConfigError
 
 # --- results ------------------------------------------------------------------------------
@@ -79,7 +80,6 @@ class Fail(Stop):
 
 # --- what the checks read -------------------------------------------------------------------
 
-SERVE_PATH = "/api/inngest"  # tripkit.api.SERVE_PATH; not imported, the API pulls in FastAPI
 OPENAI_DEFAULT_BASE = "https://api.openai.com/v1"
 
 

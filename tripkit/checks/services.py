@@ -20,7 +20,6 @@ import httpx
 from tripkit import signing
 from tripkit.checks.core import (
     OPENAI_DEFAULT_BASE,
-    SERVE_PATH,
     STEP_1,
     STEP_2,
     STEP_4,
@@ -33,6 +32,7 @@ from tripkit.checks.core import (
     secret,
 )
 from tripkit.config import mask_url
+from tripkit.constants import EVENT_NAME, FUNCTION_NAME, FUNCTION_SLUG, SERVE_PATH
 from tripkit.errors import CommandError, RedisTimeout, RedisUnavailable, TripkitError
 from tripkit.plans import load_plans
 from tripkit.transport import Transport, connect
@@ -232,7 +232,7 @@ async def redis_ping(ctx: Context) -> Outcome:
 async def inngest_event_api(ctx: Context) -> Outcome:
     import inngest
 
-    from tripkit.worker import inngest_client
+    from tripkit.trigger import inngest_client
 
     s = ctx.need_settings()
     if s.inngest_signing_key is not None and s.inngest_event_key is None:
@@ -411,8 +411,6 @@ def _count_outcome(url: str, mode: str, body: dict[str, Any], ms: float) -> Outc
     "The Inngest server did not answer in time.",
 )
 async def inngest_function(ctx: Context) -> Outcome:
-    from tripkit.worker import APP_ID, EVENT_NAME, FUNCTION_ID, FUNCTION_NAME
-
     s = ctx.need_settings()
     if s.inngest_base_url is None:
         raise Skip("Inngest Cloud: the function list is in the dashboard.", DASHBOARD_REMEDY)
@@ -431,7 +429,7 @@ async def inngest_function(ctx: Context) -> Outcome:
             f"{url} answered HTTP {response.status_code} without a function list.",
             "Is INNGEST_BASE_URL the Inngest server (locally: the URL `tripkit dev` prints)?",
         )
-    wanted = f"{APP_ID}-{FUNCTION_ID}"
+    wanted = FUNCTION_SLUG
     found = next((f for f in data if isinstance(f, dict) and f.get("id") == wanted), None)
     sync_remedy = (
         "Sync the app so Inngest discovers its function (Inngest: Manage -> Endpoints -> "

@@ -15,7 +15,7 @@ from typing import TextIO
 
 import redis
 
-from tripkit.client import ApiClient
+from tripkit.api_client import ApiClient
 from tripkit.devstack.stack import LocalStack, StackConfig
 from tripkit.models import SAMPLE_PREFERENCES, Preferences, Session, Status
 

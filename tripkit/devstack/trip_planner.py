@@ -29,8 +29,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from pydantic.alias_generators import to_camel
 
-from tripkit.model import Outline
-from tripkit.models import MAX_BUNDLES, Bundle, ItineraryDay, Pace, Preferences, Summary
+from tripkit.models import MAX_BUNDLES, Bundle, ItineraryDay, Outline, Pace, Preferences, Summary
 
 NOT_A_TRIP_REPLY = (
     "Sorry, I can only plan trips. Send the task and the traveller's preferences as one "

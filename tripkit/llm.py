@@ -1,4 +1,4 @@
-"""Talking to the model: the prompt contract, streaming, and parsing the stream as it lands.
+"""The LLM client: the prompt contract, streaming, and parsing the stream as it lands.
 
 The real ``openai`` client streams Chat Completions with usage included, from
 ``OPENAI_BASE_URL`` (OpenAI itself, or tripkit's offline model server). Two calls:
@@ -15,14 +15,13 @@ from __future__ import annotations
 
 import json
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
 from typing import Any
 
 import openai
-from pydantic import Field, ValidationError
+from pydantic import ValidationError
 
 from tripkit.errors import TripkitError
-from tripkit.models import MAX_BUNDLES, Bundle, Preferences, Summary, WireModel
+from tripkit.models import Bundle, Outline, Preferences, Summary, TokenUsage
 
 SYSTEM_PROMPT = """You are a travel planner for the app "special-trips".
 You answer only with JSON, never with prose or Markdown fences.
@@ -37,35 +36,6 @@ The request is the JSON block at the end of the user's message.
   "currency": "<preferences currency>", "highlights": ["..."],
   "itinerary": [{"day": 1, "title": "...", "activities": ["..."]}, ... one per day]}}
 """
-
-
-class Outline(WireModel):
-    """One planned bundle: where, and the angle it takes."""
-
-    index: int = Field(ge=0, lt=MAX_BUNDLES)
-    destination: str = Field(min_length=1, max_length=200)
-    country: str = Field(default="", max_length=100)
-    theme: str = Field(default="", max_length=300)
-
-
-@dataclass(frozen=True)
-class Usage:
-    """Tokens one model call used, as reported by the stream's final chunk."""
-
-    model: str
-    prompt_tokens: int = 0
-    completion_tokens: int = 0
-
-    @property
-    def total_tokens(self) -> int:
-        return self.prompt_tokens + self.completion_tokens
-
-    def as_dict(self) -> dict[str, Any]:
-        return {
-            "model": self.model,
-            "promptTokens": self.prompt_tokens,
-            "completionTokens": self.completion_tokens,
-        }
 
 
 class ModelError(TripkitError):
@@ -182,8 +152,8 @@ class ModelClient:
 
     async def _stream(
         self, request: dict[str, Any], on_text: Callable[[str], Awaitable[None]]
-    ) -> Usage:
-        usage = Usage(self.model)
+    ) -> TokenUsage:
+        usage = TokenUsage(model=self.model)
         finished = False
         try:
             stream = await self.client.chat.completions.create(
@@ -198,10 +168,10 @@ class ModelClient:
             async with stream:  # closes the response even when on_text raises
                 async for chunk in stream:
                     if chunk.usage is not None:
-                        usage = Usage(
-                            chunk.model or self.model,
-                            chunk.usage.prompt_tokens,
-                            chunk.usage.completion_tokens,
+                        usage = TokenUsage(
+                            model=chunk.model or self.model,
+                            prompt_tokens=chunk.usage.prompt_tokens,
+                            completion_tokens=chunk.usage.completion_tokens,
                         )
                     for choice in chunk.choices:
                         if choice.delta.content:
@@ -214,7 +184,7 @@ class ModelClient:
             raise ModelOutputError("The model's stream ended before it finished.")
         return usage
 
-    async def plan(self, preferences: Preferences) -> tuple[list[Outline], Usage]:
+    async def plan(self, preferences: Preferences) -> tuple[list[Outline], TokenUsage]:
         parts: list[str] = []
 
         async def collect(text: str) -> None:
@@ -228,7 +198,7 @@ class ModelClient:
         preferences: Preferences,
         outline: Outline,
         on_summary: Callable[[Summary], Awaitable[None]],
-    ) -> tuple[Summary, Bundle, Usage]:
+    ) -> tuple[Summary, Bundle, TokenUsage]:
         """Stream one bundle; ``on_summary`` runs as soon as the summary line is complete."""
         parser = LineParser()
         found: dict[str, Any] = {}

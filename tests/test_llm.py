@@ -6,8 +6,8 @@ import json
 
 import pytest
 
-from tripkit.model import LineParser, ModelOutputError, Outline, parse_plan, request_message
-from tripkit.models import Preferences
+from tripkit.llm import LineParser, ModelOutputError, parse_plan, request_message
+from tripkit.models import Outline, Preferences
 
 SUMMARY = {
     "summary": {
