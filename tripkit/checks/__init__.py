@@ -9,8 +9,9 @@ Where to start reading:
   :func:`check_environment` (what ``tripkit check`` runs), the timeouts, the scrubbing of
   secrets, and the reading of the results;
 - :mod:`.core`: what a check is (the ``@check`` decorator), what it reads, what it returns;
-- the checks: :mod:`.variables` (the configuration) and :mod:`.services` (Redis, Inngest,
-  the model API, the app).
+- the checks, one module per service: :mod:`.variables` (the configuration),
+  :mod:`.upstash` (Redis), :mod:`.inngest_setup`, :mod:`.model_api` and :mod:`.app`; what
+  they share in :mod:`.probes`.
 
 A failed service is a ``FAIL`` result, never an exception; nothing is started; no secret
 is shown.
@@ -35,6 +36,7 @@ from tripkit.checks.core import (
     shape,
 )
 from tripkit.checks.guide import ADVICE, CHECKS, GUIDE_STEPS, TROUBLESHOOTING
+from tripkit.checks.inngest_setup import DASHBOARD_REMEDY, PING_EVENT
 from tripkit.checks.runner import (
     check_environment,
     counts,
@@ -45,12 +47,10 @@ from tripkit.checks.runner import (
     select,
     summary_table,
 )
-from tripkit.checks.services import (
-    DASHBOARD_REMEDY,
+from tripkit.checks.upstash import (
     FREE_TIER_DATA_BYTES,
     FREE_TIER_SOURCE,
     MEMORY_WARN_FRACTION,
-    PING_EVENT,
     free_tier_data_size,
 )
 from tripkit.constants import SERVE_PATH

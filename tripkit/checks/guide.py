@@ -8,12 +8,12 @@ from __future__ import annotations
 
 from types import ModuleType
 
-from tripkit.checks import services, variables
+from tripkit.checks import app, inngest_setup, model_api, upstash, variables
 from tripkit.checks.core import REGISTRY, STEPS, Check
 
 #: The modules that define checks, in the guide's order. Importing one registers its
 #: checks; this tuple, not the order of the imports, decides the order within a step.
-CHECK_MODULES: tuple[ModuleType, ...] = (variables, services)
+CHECK_MODULES: tuple[ModuleType, ...] = (variables, upstash, inngest_setup, model_api, app)
 _MODULE_NAMES = [module.__name__ for module in CHECK_MODULES]
 
 
