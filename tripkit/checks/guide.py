@@ -10,6 +10,7 @@ from types import ModuleType
 
 from tripkit.checks import app, inngest_setup, model_api, upstash, variables
 from tripkit.checks.core import REGISTRY, STEPS, Check
+from tripkit.constants import SERVE_PATH
 
 #: The modules that define checks, in the guide's order. Importing one registers its
 #: checks; this tuple, not the order of the imports, decides the order within a step.
@@ -75,7 +76,7 @@ ADVICE: dict[str, str] = {
     "Function not executing": (
         "Verify Inngest endpoint is registered correctly. Check Inngest signing key matches "
         "in Vercel env vars. Look at Inngest dashboard for error messages. Check Vercel "
-        "function logs for /api/inngest route."
+        f"function logs for {SERVE_PATH} route."
     ),
     "Worker times out": (
         "Check OpenAI API key is valid. Look for errors in Inngest function execution logs. "

@@ -15,15 +15,22 @@ import httpx
 from tripkit import signing
 from tripkit.checks.core import STEP_2, STEP_4, CheckStatus, Context, Outcome, Skip, check, secret
 from tripkit.checks.probes import SLOW_APP, elapsed_ms, http_get, json_object
-from tripkit.constants import EVENT_NAME, FUNCTION_NAME, FUNCTION_SLUG, SERVE_PATH
+from tripkit.constants import (
+    APP_ID,
+    EVENT_NAME,
+    FUNCTION_ID,
+    FUNCTION_NAME,
+    FUNCTION_SLUG,
+    SERVE_PATH,
+)
 
 #: An event no function listens to: proves the event key without starting a run.
 PING_EVENT = "tripkit/check.ping"
 
 DASHBOARD_REMEDY = (
-    "In the Inngest dashboard: Apps -> special-trips should show 'Endpoint connected', "
-    "'Function \"Generate Trip Bundles\" discovered' and 'Status: Active'. If not: Manage -> "
-    "Endpoints -> Add Endpoint https://your-vercel-url.vercel.app/api/inngest, then Sync."
+    f"In the Inngest dashboard: Apps -> {APP_ID} should show 'Endpoint connected', "
+    f"'Function \"{FUNCTION_NAME}\" discovered' and 'Status: Active'. If not: Manage -> "
+    f"Endpoints -> Add Endpoint https://your-vercel-url.vercel.app{SERVE_PATH}, then Sync."
 )
 
 
@@ -90,7 +97,7 @@ def _not_sdk(url: str, response: httpx.Response) -> Outcome:
     return (
         CheckStatus.FAIL,
         f"{url} answered HTTP {response.status_code}, not from the Inngest SDK.",
-        "Check Vercel function logs for /api/inngest route. If Vercel Deployment Protection "
+        f"Check Vercel function logs for {SERVE_PATH} route. If Vercel Deployment Protection "
         "is on, Inngest cannot reach the endpoint either: allow it (Protection Bypass for "
         "Automation).",
     )
@@ -109,7 +116,7 @@ async def _signed_inspection(ctx: Context, base: str, key: str) -> tuple[httpx.R
 @check(
     "inngest.serve",
     STEP_4,
-    "The app's /api/inngest answers in the expected mode with its function",
+    f"The app's {SERVE_PATH} answers in the expected mode with its function",
     SLOW_APP,
 )
 async def inngest_serve(ctx: Context) -> Outcome:
@@ -151,7 +158,7 @@ async def inngest_serve(ctx: Context) -> Outcome:
     return (
         CheckStatus.FAIL,
         f"{url} answered HTTP {response.status_code}.",
-        "Check Vercel function logs for /api/inngest route.",
+        f"Check Vercel function logs for {SERVE_PATH} route.",
     )
 
 
@@ -162,8 +169,8 @@ def _count_outcome(url: str, mode: str, body: dict[str, Any], ms: float) -> Outc
         return (
             CheckStatus.FAIL,
             detail + ".",
-            "The app serves no Inngest function: check that /api/inngest serves "
-            "generate-bundles, then redeploy.",
+            f"The app serves no Inngest function: check that {SERVE_PATH} serves "
+            f"{FUNCTION_ID}, then redeploy.",
         )
     if mode == "cloud" and body.get("has_event_key") is False:
         return (
@@ -177,7 +184,7 @@ def _count_outcome(url: str, mode: str, body: dict[str, Any], ms: float) -> Outc
 @check(
     "inngest.function",
     STEP_4,
-    "generate-bundles is registered with Inngest",
+    f"{FUNCTION_ID} is registered with Inngest",
     "The Inngest server did not answer in time.",
 )
 async def inngest_function(ctx: Context) -> Outcome:
@@ -189,7 +196,7 @@ async def inngest_function(ctx: Context) -> Outcome:
     if response.status_code == 404:
         raise Skip(
             f"The Inngest server at {s.inngest_base_url} does not list functions.",
-            f"Open its UI ({s.inngest_base_url}) and look for 'Generate Trip Bundles'.",
+            f"Open its UI ({s.inngest_base_url}) and look for '{FUNCTION_NAME}'.",
         )
     body = json_object(response)
     data = body.get("data") if body else None
