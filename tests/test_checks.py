@@ -202,6 +202,17 @@ async def test_app_down_fails_the_app_checks(
     assert "Polling never completes" in applies(list(results.values()))
 
 
+async def test_an_unreachable_inngest_server_is_named_not_the_app(
+    clean_env: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    url = dead_url()
+    settings = settings_from({"INNGEST_BASE_URL": url}, clean_env, tmp_path)
+    (result,) = await run_checks(settings, only=["inngest.function"])
+    assert result.status is CheckStatus.FAIL
+    assert f"Cannot reach {url}/v1/functions" in result.detail
+    assert "INNGEST_BASE_URL" in result.remedy and "deployed" not in result.remedy
+
+
 async def test_a_hanging_service_is_bounded_by_the_timeout(
     clean_env: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:

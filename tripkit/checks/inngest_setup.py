@@ -192,7 +192,12 @@ async def inngest_function(ctx: Context) -> Outcome:
     if s.inngest_base_url is None:
         raise Skip("Inngest Cloud: the function list is in the dashboard.", DASHBOARD_REMEDY)
     url = f"{s.inngest_base_url}/v1/functions"
-    response, _ = await http_get(ctx, url)
+    response, _ = await http_get(
+        ctx,
+        url,
+        unreachable="Is the Inngest server at INNGEST_BASE_URL running? Locally: is "
+        "`tripkit dev` running, and is INNGEST_BASE_URL the URL it printed?",
+    )
     if response.status_code == 404:
         raise Skip(
             f"The Inngest server at {s.inngest_base_url} does not list functions.",
