@@ -162,7 +162,7 @@ def test_harvest_command_for_cron(stack: LocalStack, tmp_path: Path) -> None:
     env.update(stack.env)
     csv = tmp_path / "runs.csv"
     result = subprocess.run(
-        [sys.executable, "-m", "tripkit.usage", "harvest", str(csv)],
+        [sys.executable, "-m", "tripkit.cli", "harvest", str(csv)],
         capture_output=True,
         text=True,
         env=env,

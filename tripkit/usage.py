@@ -559,7 +559,7 @@ def projected_monthly_cost(
     return table
 
 
-# --------------------------------------------------------------------------- report and CLI
+# --------------------------------------------------------------------------- report
 
 
 if TYPE_CHECKING:
@@ -575,25 +575,3 @@ else:
 
             return getattr(usage_report, name)
         raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    """``python -m tripkit.usage harvest [CSV] [--env-dir DIR]``: the older spelling of
-    ``tripkit harvest`` (cron lines and the example report still say it), run by the same
-    code."""
-    import argparse
-
-    from tripkit import cli
-
-    parser = argparse.ArgumentParser(
-        prog="python -m tripkit.usage", description="Harvest run records into the history CSV."
-    )
-    parser.add_argument("command", choices=["harvest"])
-    parser.add_argument("csv", nargs="?", default="reports/data/runs.csv", help="the history CSV")
-    parser.add_argument("--env-dir", default=".", help="where .env.local and .env are read from")
-    args = parser.parse_args(argv)
-    return cli.main([f"--env-dir={args.env_dir}", "harvest", "--", args.csv])
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())
