@@ -4,16 +4,14 @@ Upstash bills every Redis command, Inngest every run and step, OpenAI every toke
 setup guide promises all of it fits the free tiers. The functions here put numbers on
 that, from what the generations actually did: per generation, per day and per month,
 and what a plan's free tier carries. They are pure: the run records and the services'
-stats come as tables from :mod:`tripkit.history`, the limits from :mod:`tripkit.plans`,
-and :mod:`tripkit.usage_report` makes the notebook's tables and charts of them.
+stats come as tables from :mod:`tripkit.usage.history`, the limits from
+:mod:`tripkit.usage.plans`, and :mod:`tripkit.usage.report` makes the notebook's tables
+and charts of them.
 
 The Redis cost of one generation (:func:`redis_commands_per_generation`, asserted against
 a real run in the tests): create 1 + writes (running 1, one per bundle summary,
 complete 1) + the worker's read 1 + the run record 1 + the client's polls. The polls
 dominate: a 6-minute generation polled every 2 s is ~181 GETs against 8 other commands.
-
-``tripkit.usage`` stays the one import of ``notebooks/03_usage_report.ipynb`` and the
-tests: it re-exports the history, plan and report functions they call.
 """
 
 from __future__ import annotations
@@ -23,52 +21,33 @@ import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import pandas as pd
 
-from tripkit.history import (
-    collect_run_records,
-    generations_table,
-    harvest,
-    harvest_from_redis,
-    inngest_runs_table,
-    read_history,
-    upstash_stats,
-)
-from tripkit.plans import DAYS_PER_MONTH, Plan, UsageError, load_plans, openai_prices, plan
+from tripkit.usage.plans import DAYS_PER_MONTH, Plan, UsageError
 
 __all__ = [
     "POLL_INTERVALS",
+    "TYPICAL_DURATION_S",
     "PerGeneration",
-    "UsageError",
-    "build_report",
-    "collect_run_records",
     "commands_per_day",
+    "estimates",
     "executions_per_generation",
     "fit_table",
     "free_tier_fit",
-    "generations_table",
-    "harvest",
-    "harvest_from_redis",
     "in_period",
-    "inngest_runs_table",
-    "load_plans",
     "monthly_usage",
     "observed_rate",
-    "openai_prices",
+    "parse_period_end",
     "peak_concurrency",
-    "plan",
     "polls_per_generation",
     "projected_monthly_cost",
-    "read_history",
     "redis_commands_per_generation",
-    "report_parameters",
     "storage_bytes",
     "timing_stats",
     "token_cost",
     "tokens_by_model",
-    "upstash_stats",
 ]
 
 #: Poll intervals (s) of the "what fits the free tier" table.
@@ -140,7 +119,7 @@ def executions_per_generation(
     return total + (2 if failed else 0)
 
 
-def _estimates(frame: pd.DataFrame, poll_interval: float, read_regions: int) -> pd.DataFrame:
+def estimates(frame: pd.DataFrame, poll_interval: float, read_regions: int) -> pd.DataFrame:
     """Per generation: polls, Redis commands (and their parts), Inngest executions."""
     out = frame.copy()
     failed = out["status"].eq("failed")
@@ -172,7 +151,7 @@ def _estimates(frame: pd.DataFrame, poll_interval: float, read_regions: int) -> 
 # --------------------------------------------------------------------------- periods
 
 
-def _parse_end(period_end: str | date | datetime | None) -> datetime:
+def parse_period_end(period_end: str | date | datetime | None) -> datetime:
     """The period's end: now, or a date (its end, UTC) or an ISO timestamp."""
     if period_end is None:
         return datetime.now(UTC)
@@ -182,8 +161,8 @@ def _parse_end(period_end: str | date | datetime | None) -> datetime:
         return datetime.combine(period_end, datetime.min.time(), UTC) + timedelta(days=1)
     try:
         if len(period_end) == 10:
-            return _parse_end(date.fromisoformat(period_end))
-        return _parse_end(datetime.fromisoformat(period_end))
+            return parse_period_end(date.fromisoformat(period_end))
+        return parse_period_end(datetime.fromisoformat(period_end))
     except ValueError:
         raise UsageError(
             f"period_end {period_end!r} is not a date (YYYY-MM-DD) or ISO timestamp."
@@ -557,21 +536,3 @@ def projected_monthly_cost(
     )
     table.insert(0, "profile", plan.name)
     return table
-
-
-# --------------------------------------------------------------------------- report
-
-
-if TYPE_CHECKING:
-    from tripkit.usage_report import build_report, report_parameters
-else:
-
-    def __getattr__(name: str) -> Any:
-        """The notebook's ``usage.build_report(**usage.report_parameters(globals()))``,
-        imported on first use: :mod:`tripkit.usage_report` imports this module, so an
-        import at the top would be circular."""
-        if name in ("build_report", "report_parameters"):
-            from tripkit import usage_report
-
-            return getattr(usage_report, name)
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -1,7 +1,7 @@
 """The usage report: what ``notebooks/03_usage_report.ipynb`` shows, one method a cell.
 
 :func:`build_report` gathers the data (harvesting Redis, or reading the history CSV, and
-the services' saved answers) and computes with :mod:`tripkit.usage`; the
+the services' saved answers) and computes with :mod:`tripkit.usage.costs`; the
 :class:`UsageReport` it returns renders each table, chart and note for Jupyter (and so for
 the code-free HTML ``tripkit report`` writes). The notebook's parameters map 1:1 to
 :func:`build_report`'s arguments (:func:`report_parameters`).
@@ -19,27 +19,17 @@ from typing import Any
 
 import pandas as pd
 
-from tripkit.display import Chart, Markdown, Table, figure, number, size, usd
-from tripkit.history import (
-    Harvest,
-    UpstashStats,
-    harvest_from_redis,
-    inngest_runs_table,
-    read_history,
-    upstash_stats,
-)
-from tripkit.plans import DAYS_PER_MONTH, Plan, UsageError, openai_prices, plan, profiles
-from tripkit.usage import (
+from tripkit.usage.costs import (
     POLL_INTERVALS,
     TYPICAL_DURATION_S,
     PerGeneration,
-    _estimates,
-    _parse_end,
     commands_per_day,
+    estimates,
     fit_table,
     in_period,
     monthly_usage,
     observed_rate,
+    parse_period_end,
     peak_concurrency,
     projected_monthly_cost,
     redis_commands_per_generation,
@@ -47,6 +37,16 @@ from tripkit.usage import (
     timing_stats,
     tokens_by_model,
 )
+from tripkit.usage.history import (
+    Harvest,
+    UpstashStats,
+    harvest_from_redis,
+    inngest_runs_table,
+    read_history,
+    upstash_stats,
+)
+from tripkit.usage.plans import DAYS_PER_MONTH, Plan, UsageError, openai_prices, plan, profiles
+from tripkit.usage.render import Chart, Markdown, Table, figure, number, size, usd
 
 __all__ = ["REPORT_PARAMETERS", "UsageReport", "build_report", "report_parameters"]
 
@@ -495,7 +495,7 @@ async def build_report(
         raise UsageError(f"poll_interval must be a positive number, not {poll_interval!r}.")
     if not (isinstance(read_regions, int) and read_regions >= 0):
         raise UsageError(f"read_regions must be an integer >= 0, not {read_regions!r}.")
-    end = _parse_end(period_end)
+    end = parse_period_end(period_end)
     harvest_info = None
     if data_source == "redis":
         history, harvest_info = await harvest_from_redis(history_csv, env_dir=env_dir)
@@ -506,7 +506,7 @@ async def build_report(
     else:
         history = read_history(history_csv)
     prices = openai_prices()
-    period = _estimates(in_period(history, period_days, end), poll_interval, read_regions)
+    period = estimates(in_period(history, period_days, end), poll_interval, read_regions)
     per = PerGeneration.observed(period, prices)
     if generations_per_day is None:
         volume = observed_rate(period, period_days, end)
