@@ -1,5 +1,5 @@
-"""tripkit.usage.report: the report object notebook 03 shows, built from a CSV history:
-empty, from records, and refusing bad parameters."""
+"""tripkit.usage.build and tripkit.usage.report: the report object notebook 03 shows,
+built from a CSV history: empty, from records, and refusing bad parameters."""
 
 from __future__ import annotations
 
@@ -9,10 +9,10 @@ from typing import Any
 import pytest
 from helpers import run_record
 
-from tripkit.usage.costs import POLL_INTERVALS
+from tripkit.usage.build import build_report
 from tripkit.usage.history import harvest
 from tripkit.usage.plans import UsageError
-from tripkit.usage.report import build_report
+from tripkit.usage.projections import POLL_INTERVALS
 
 
 async def test_report_with_no_generations_says_so(tmp_path: Path) -> None:
