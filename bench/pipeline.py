@@ -38,11 +38,14 @@ from sections import machine, write_section
 
 from tripkit.devstack.demo import RedisCommandCounter
 from tripkit.devstack.stack import LocalStack, StackConfig
+from tripkit.usage.plans import plan
 
 HERE = Path(__file__).resolve().parent
-#: Upstash Redis pay-as-you-go, https://upstash.com/pricing/redis (check before quoting).
-UPSTASH_USD_PER_100K = 0.20
-UPSTASH_FREE_PER_MONTH = 500_000
+#: Upstash Redis pay-as-you-go and the free plan's commands, as the usage report prices
+#: them: tripkit/data/plan_limits.json, profile "current" (each number with its source).
+_UPSTASH = plan("current")
+UPSTASH_USD_PER_100K = _UPSTASH.value("redis_usd_per_100k_commands") or math.nan
+UPSTASH_FREE_PER_MONTH = int(_UPSTASH.redis_commands_per_month or 0)
 CLIENT_POLL_INTERVAL = 2.0  # the original app's browser polls every 2 s
 PROJECTED_DURATIONS = (15.0, 30.0, 60.0, 120.0)
 

@@ -10,8 +10,17 @@ import httpx
 import psutil
 
 from tripkit.devstack.redis_server import free_port
+from tripkit.models import RunRecord
 
-__all__ = ["ModelControl", "free_port", "process_gone", "wait_final", "wait_until"]
+__all__ = [
+    "ModelControl",
+    "free_port",
+    "generate_and_poll",
+    "process_gone",
+    "run_record",
+    "wait_final",
+    "wait_until",
+]
 
 
 def wait_until(predicate: Callable[[], bool], timeout: float = 5.0, interval: float = 0.02) -> bool:
@@ -68,3 +77,49 @@ def wait_final(api_url: str, session_id: str, timeout: float = 60.0) -> dict[str
                 f"session {session_id} still {body.get('status')} after {timeout} s"
             )
         time.sleep(0.1)
+
+
+#: A small request: two bundles.
+SMALL_REQUEST = {"interests": ["food"], "tripLengthDays": 2, "budget": 800, "bundleCount": 2}
+
+
+def generate_and_poll(api_url: str, interval: float) -> tuple[str, int]:
+    """POST :data:`SMALL_REQUEST`, then poll every ``interval`` s until final, as the
+    browser does; the session id and the polls made."""
+    session_id = httpx.post(
+        f"{api_url}/api/generate-bundles", json=SMALL_REQUEST, timeout=10
+    ).json()["sessionId"]
+    polls = 0
+    deadline = time.monotonic() + 60
+    while True:
+        polls += 1
+        state = httpx.get(f"{api_url}/api/session/{session_id}", timeout=10).json()
+        if state["status"] in ("completed", "failed"):
+            return session_id, polls
+        assert time.monotonic() < deadline, "the generation did not finish"
+        time.sleep(interval)
+
+
+def run_record(session_id: str, **extra: Any) -> RunRecord:
+    """A completed 2-bundle run record as the worker writes it (see tripkit.worker); the
+    camelCase fields in ``extra`` replace its own."""
+    record = {
+        "sessionId": session_id,
+        "runId": "01RUN" + session_id[:6],
+        "queuedAt": "2026-06-01T10:00:00+00:00",
+        "startedAt": "2026-06-01T10:00:01+00:00",
+        "firstSummaryAt": "2026-06-01T10:01:00+00:00",
+        "summaryAt": ["2026-06-01T10:01:00+00:00", "2026-06-01T10:03:00+00:00"],
+        "attempts": {"plan": 0, "bundle-0": 2, "bundle-1": 0},
+        "bundles": 2,
+        "steps": 4,
+        "modelCalls": 3,
+        "usage": [
+            {"model": "gpt-4o-mini", "promptTokens": 300, "completionTokens": 80},
+            {"model": "gpt-4o-mini", "promptTokens": 350, "completionTokens": 400},
+            {"model": "gpt-4o-mini", "promptTokens": 350, "completionTokens": 420},
+        ],
+        "status": "completed",
+        "completedAt": "2026-06-01T10:05:00+00:00",
+    }
+    return RunRecord.model_validate(record | extra)

@@ -103,7 +103,7 @@ async def _check(args: argparse.Namespace) -> int:
 
 
 def _report(args: argparse.Namespace) -> int:
-    from tripkit.report import parse_value, run_report
+    from tripkit.usage.runner import parse_value, run_report
 
     parameters = {name: parse_value(value) for name, value in args.parameters}
     if args.env_dir is not None:
@@ -122,7 +122,7 @@ def _report(args: argparse.Namespace) -> int:
 
 
 async def _harvest(args: argparse.Namespace) -> int:
-    from tripkit.history import harvest_from_redis
+    from tripkit.usage.history import harvest_from_redis
 
     history, done = await harvest_from_redis(args.csv, env_dir=args.env_dir)
     print(

@@ -17,8 +17,8 @@ from tripkit.checks.core import STEP_1, CheckStatus, Context, Outcome, Skip, che
 from tripkit.checks.probes import elapsed_ms
 from tripkit.config import mask_url
 from tripkit.errors import CommandError, RedisTimeout, RedisUnavailable, TripkitError
-from tripkit.plans import load_plans
 from tripkit.transport import Transport, connect
+from tripkit.usage.plans import load_plans
 
 #: Upstash Free's data size, when tripkit/data/plan_limits.json (the report's plan data,
 #: with sources and dates) cannot be read: the guide's and Upstash's 256 MB.

@@ -34,8 +34,8 @@ DAYS_PER_MONTH = 30
 class UsageError(TripkitError):
     """A report input is wrong (unknown profile, missing file, bad value).
 
-    Defined here, at the bottom of the usage modules, so that the plan lookup can raise it
-    without importing pandas; :mod:`tripkit.usage` re-exports it.
+    Defined here, in the one usage module without pandas, so that the plan lookup can
+    raise it; the other usage modules import it from here.
     """
 
 

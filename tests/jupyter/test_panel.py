@@ -1,4 +1,4 @@
-"""The generation panel: its pure views, and the panel driving the real stack."""
+"""tripkit.jupyter.panel: its pure views, and the panel driving the real stack."""
 
 from __future__ import annotations
 
@@ -7,10 +7,10 @@ from datetime import timedelta
 
 from tripkit import sessions
 from tripkit.devstack.stack import LocalStack
+from tripkit.jupyter.panel import GenerationPanel, bundles_frame, summaries_html, timeline_frame
 from tripkit.models import Bundle, Preferences, RunRecord, Status, Summary
 from tripkit.store import SessionStore
 from tripkit.transport.rest import RestTransport
-from tripkit.widgets import GenerationPanel, bundles_frame, summaries_html, timeline_frame
 
 PREFS = Preferences(interests=["food"], trip_length_days=3, budget=900, bundle_count=2)
 SID = "0123456789abcdef0123456789abcdef"

@@ -1,54 +1,43 @@
-"""The usage report: what ``notebooks/03_usage_report.ipynb`` shows, one method a cell.
+"""The usage report's content: what ``notebooks/03_usage_report.ipynb`` shows, one method
+a cell.
 
-:func:`build_report` gathers the data (harvesting Redis, or reading the history CSV, and
-the services' saved answers) and computes with :mod:`tripkit.usage`; the
-:class:`UsageReport` it returns renders each table, chart and note for Jupyter (and so for
-the code-free HTML ``tripkit report`` writes). The notebook's parameters map 1:1 to
-:func:`build_report`'s arguments (:func:`report_parameters`).
+A :class:`UsageReport` holds a period's generations with their estimates and the plans;
+each method returns one table, chart or note, rendered for Jupyter (and so for the
+code-free HTML ``tripkit report`` writes) by :mod:`tripkit.usage.render`.
+:func:`tripkit.usage.build.build_report` gathers the data and makes one.
 """
 
 from __future__ import annotations
 
-import json
 import math
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
-from datetime import date, datetime, timedelta
-from pathlib import Path
+from datetime import datetime, timedelta
 from typing import Any
 
 import pandas as pd
 
-from tripkit.display import Chart, Markdown, Table, figure, number, size, usd
-from tripkit.history import (
-    Harvest,
-    UpstashStats,
-    harvest_from_redis,
-    inngest_runs_table,
-    read_history,
-    upstash_stats,
-)
-from tripkit.plans import DAYS_PER_MONTH, Plan, UsageError, openai_prices, plan, profiles
-from tripkit.usage import (
-    POLL_INTERVALS,
-    TYPICAL_DURATION_S,
-    PerGeneration,
-    _estimates,
-    _parse_end,
+from tripkit.usage.costs import (
     commands_per_day,
-    fit_table,
-    in_period,
-    monthly_usage,
-    observed_rate,
     peak_concurrency,
-    projected_monthly_cost,
     redis_commands_per_generation,
-    storage_bytes,
     timing_stats,
     tokens_by_model,
 )
+from tripkit.usage.history import Harvest, UpstashStats
+from tripkit.usage.plans import DAYS_PER_MONTH, Plan
+from tripkit.usage.projections import (
+    POLL_INTERVALS,
+    TYPICAL_DURATION_S,
+    PerGeneration,
+    fit_table,
+    monthly_usage,
+    projected_monthly_cost,
+    storage_bytes,
+)
+from tripkit.usage.render import Chart, Markdown, Table, figure, number, size, usd
 
-__all__ = ["REPORT_PARAMETERS", "UsageReport", "build_report", "report_parameters"]
+__all__ = ["UsageReport"]
 
 
 @dataclass
@@ -468,111 +457,6 @@ class UsageReport:
         return Chart(fig)
 
 
-async def build_report(
-    *,
-    period_days: int = 30,
-    plan_profile: str = "current",
-    poll_interval: float = 2.0,
-    read_regions: int = 0,
-    data_source: str = "redis",
-    history_csv: str | Path = "reports/data/runs.csv",
-    upstash_stats_json: str | Path | None = None,
-    inngest_runs_json: str | Path | None = None,
-    generations_per_day: float | None = None,
-    env_dir: str | Path | None = ".",
-    period_end: str | date | datetime | None = None,
-    ttl_s: float | None = None,
-) -> UsageReport:
-    """Gather the data (harvesting Redis when ``data_source='redis'``) and compute the
-    report; the notebook's parameters map 1:1 to these arguments."""
-    chosen = plan(plan_profile)
-    others = [plan(name) for name in profiles() if name != plan_profile]
-    if data_source not in ("redis", "csv"):
-        raise UsageError(f"data_source must be 'redis' or 'csv', not {data_source!r}.")
-    if not (isinstance(period_days, int | float) and period_days >= 1):
-        raise UsageError(f"period_days must be a number of days >= 1, not {period_days!r}.")
-    if not (isinstance(poll_interval, int | float) and poll_interval > 0):
-        raise UsageError(f"poll_interval must be a positive number, not {poll_interval!r}.")
-    if not (isinstance(read_regions, int) and read_regions >= 0):
-        raise UsageError(f"read_regions must be an integer >= 0, not {read_regions!r}.")
-    end = _parse_end(period_end)
-    harvest_info = None
-    if data_source == "redis":
-        history, harvest_info = await harvest_from_redis(history_csv, env_dir=env_dir)
-        if ttl_s is None:
-            from tripkit.config import load_settings
-
-            ttl_s = float(load_settings(env_dir).session_ttl)
-    else:
-        history = read_history(history_csv)
-    prices = openai_prices()
-    period = _estimates(in_period(history, period_days, end), poll_interval, read_regions)
-    per = PerGeneration.observed(period, prices)
-    if generations_per_day is None:
-        volume = observed_rate(period, period_days, end)
-        basis = "the observed rate" if not period.empty else "none observed"
-    else:
-        if not (isinstance(generations_per_day, int | float) and generations_per_day >= 0):
-            raise UsageError(f"generations_per_day must be >= 0, not {generations_per_day!r}.")
-        volume, basis = float(generations_per_day), "the generations_per_day parameter"
-    notes: list[str] = []
-    if period.empty and generations_per_day is None:
-        notes.append("No generations observed: set generations_per_day to project a volume.")
-    _, token_notes = tokens_by_model(period, prices)
-    notes += token_notes
-    upstash = (
-        upstash_stats(_read_json(upstash_stats_json, "Upstash stats"))
-        if upstash_stats_json
-        else None
-    )
-    runs = (
-        inngest_runs_table(_read_json(inngest_runs_json, "Inngest runs"))
-        if inngest_runs_json
-        else None
-    )
-    return UsageReport(
-        period_days=int(period_days),
-        end=end,
-        plan=chosen,
-        plans=[chosen, *others],
-        poll_interval=float(poll_interval),
-        read_regions=read_regions,
-        data_source=f"{data_source} (history: {history_csv})",
-        generations=period,
-        per=per,
-        generations_per_day=volume,
-        volume_basis=basis,
-        ttl_s=float(ttl_s if ttl_s is not None else 3600),
-        prices=prices,
-        harvest=harvest_info,
-        upstash=upstash,
-        inngest_runs=runs,
-        extra_notes=notes,
-    )
-
-
-#: The notebook's parameters, in order: :func:`build_report`'s arguments.
-REPORT_PARAMETERS = (
-    "period_days",
-    "plan_profile",
-    "poll_interval",
-    "read_regions",
-    "data_source",
-    "history_csv",
-    "upstash_stats_json",
-    "inngest_runs_json",
-    "generations_per_day",
-    "env_dir",
-    "period_end",
-)
-
-
-def report_parameters(namespace: Mapping[str, Any]) -> dict[str, Any]:
-    """The report's parameters found in ``namespace`` (a notebook's ``globals()``), so the
-    notebook passes what papermill injected without repeating every name."""
-    return {name: namespace[name] for name in REPORT_PARAMETERS if name in namespace}
-
-
 # --------------------------------------------------------------------------- helpers
 
 
@@ -591,12 +475,3 @@ def _limit_text(entry: Mapping[str, Any]) -> str:
     if unit.startswith("bytes"):
         return f"{size(value)}{unit.removeprefix('bytes')}"
     return f"{number(value, 2 if value < 1 else 0)} {unit}"
-
-
-def _read_json(path: str | Path, what: str) -> Any:
-    try:
-        return json.loads(Path(path).read_text("utf-8"))
-    except FileNotFoundError:
-        raise UsageError(f"No {what} file at {path}.") from None
-    except ValueError as exc:
-        raise UsageError(f"The {what} file {path} is not JSON: {exc}.") from None

@@ -1,9 +1,10 @@
-"""What the notebooks share: which environment they talk to, and how results look there.
+"""Which environment a notebook talks to: the offline stack, or the real services.
 
 ``connect("local")`` uses the stack that ``tripkit dev`` (or the test fixtures) exported
 into the environment, and starts one inside the kernel when there is none; dotenv files
 are not read, so a real key in ``.env.local`` never reaches the local stack.
 ``connect("real")`` reads the environment and ``.env.local``/``.env`` like the app does.
+:func:`check_step` runs one of the setup guide's steps against that target.
 """
 
 from __future__ import annotations
@@ -97,9 +98,6 @@ def connect(environment: Environment = "local", *, env_dir: str | Path = ".") ->
     raise ConfigError(f"Unknown environment {environment!r}.", remedy='Use "local" or "real".')
 
 
-_MARK = {"pass": "✅ pass", "warn": "⚠️ warn", "fail": "❌ fail", "skip": "⏭ skip"}
-
-
 async def check_step(
     step: str,
     environment: Environment = "local",
@@ -123,36 +121,3 @@ async def check_step(
             only=ids,
         )
     return await checks.check_environment(env_dir, api_url=api_url, only=ids)
-
-
-def show_checks(results: list[CheckResult]) -> Any:
-    """The results as a table: status, what was measured, and what to do next."""
-    import pandas as pd
-
-    rows = checks.summary_table(results)
-    for row in rows:
-        row["status"] = _MARK[row["status"]]
-    frame = pd.DataFrame(rows).drop(columns=["step"])
-    return frame.style.hide(axis="index").set_properties(**{"text-align": "left"})
-
-
-def verdict(results: list[CheckResult]) -> str:
-    """One line per check, status only: stable enough for nbval to compare."""
-    return "\n".join(f"{r.status.value:<4}  {r.id}" for r in results)
-
-
-def show_diagnoses(results: list[CheckResult]) -> Any:
-    """The guide's troubleshooting entries, and whether the failures point at each."""
-    import pandas as pd
-
-    return pd.DataFrame(
-        [
-            {
-                "entry": d.entry,
-                "applies": "❌ yes" if d.applies else "no",
-                "failing checks": ", ".join(d.failing),
-                "advice": d.advice,
-            }
-            for d in checks.diagnose(results)
-        ]
-    ).style.hide(axis="index")

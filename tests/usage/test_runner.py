@@ -1,5 +1,6 @@
-"""`tripkit report` as cron runs it: a real subprocess running the notebook with papermill,
-then the dated notebook and its code-free HTML; failures are one clear line, exit 2."""
+"""tripkit.usage.runner: `tripkit report` as cron runs it: a real subprocess running the
+notebook with papermill, then the dated notebook and its code-free HTML; failures are one
+clear line, exit 2."""
 
 from __future__ import annotations
 
@@ -15,9 +16,9 @@ import nbformat
 import pandas as pd
 import pytest
 
-from tripkit.report import ReportError, parse_value, report_paths, run_report
+from tripkit.usage.runner import ReportError, parse_value, report_paths, run_report
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 EXAMPLE_CSV = ROOT / "reports" / "data" / "example-runs.csv"
 
 

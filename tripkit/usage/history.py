@@ -34,7 +34,7 @@ from pydantic import ValidationError
 
 from tripkit import keys
 from tripkit.models import RunRecord
-from tripkit.plans import UsageError
+from tripkit.usage.plans import UsageError
 
 if TYPE_CHECKING:
     from tripkit.transport import Transport

@@ -80,7 +80,7 @@ def find_notebook(notebook: str | Path | None = None) -> Path:
     else:
         candidates = [
             Path.cwd() / "notebooks" / NOTEBOOK,
-            Path(__file__).resolve().parent.parent / "notebooks" / NOTEBOOK,
+            Path(__file__).resolve().parents[2] / "notebooks" / NOTEBOOK,
         ]
     for candidate in candidates:
         if candidate.is_file():
