@@ -3,7 +3,7 @@
 Upstash recommends SRH (a Docker image) as the local stand-in for
 ``UPSTASH_REDIS_REST_URL``; Docker does not run everywhere, so this is ours: a small
 Starlette app that checks the bearer token, forwards commands over RESP (see
-:mod:`tripkit.devstack.resp`) and shapes the answers the way Upstash does, including
+:mod:`tripkit.devstack.redis_wire`) and shapes the answers the way Upstash does, including
 ``/pipeline``, ``/multi-exec`` and ``Upstash-Encoding: base64``.
 
 Run it alone with ``python -m tripkit.devstack.rest_gateway --port 8079 --redis-url URL``
@@ -36,7 +36,7 @@ from starlette.routing import Route
 from starlette.types import Receive, Scope, Send
 
 from tripkit.devstack.process import Managed
-from tripkit.devstack.resp import ErrorReply, Reply, RespPool, SimpleString
+from tripkit.devstack.redis_wire import ErrorReply, Reply, RespPool, SimpleString
 from tripkit.errors import ConfigError, StoreError, TripkitError
 
 log = logging.getLogger(__name__)
