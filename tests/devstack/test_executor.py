@@ -35,8 +35,8 @@ import uvicorn
 
 from tripkit import signing
 from tripkit.devstack.executor import ExecutorConfig, create_app
-from tripkit.devstack.executor_engine import Engine, parse_when
-from tripkit.devstack.executor_registry import Expression
+from tripkit.devstack.executor.engine import Engine, parse_when
+from tripkit.devstack.executor.registry import Expression
 from tripkit.errors import ConfigError
 
 pytestmark = pytest.mark.timeout(60)

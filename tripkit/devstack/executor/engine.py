@@ -1,4 +1,4 @@
-"""The state and call loop of the local Inngest executor (the HTTP surface is executor.py).
+"""The state and call loop of the local Inngest executor (the HTTP surface is routes.py).
 
 It keeps what the Inngest Dev Server keeps: the functions an app registered, recent
 events (deduplicated by id for 24 h) and one run per (event, matching function). Each
@@ -35,7 +35,7 @@ import httpx
 from pydantic import ValidationError
 
 from tripkit import signing
-from tripkit.devstack.executor_registry import (
+from tripkit.devstack.executor.registry import (
     ConcurrencyLimit,
     FunctionEntry,
     Json,
