@@ -34,8 +34,8 @@ import pytest
 import uvicorn
 
 from tripkit import signing
-from tripkit.devstack.executor import ExecutorConfig, create_app
-from tripkit.devstack.executor.engine import Engine, parse_when
+from tripkit.devstack.executor import Engine, ExecutorConfig, create_app
+from tripkit.devstack.executor.calls import parse_when
 from tripkit.devstack.executor.registry import Expression
 from tripkit.errors import ConfigError
 
@@ -812,7 +812,7 @@ def test_answers_that_are_not_from_the_sdk() -> None:
     def classify(status: int, headers: dict[str, str], body: bytes = b"") -> Any:
         response = httpx.Response(status, headers=headers, content=body)
         response.request = httpx.Request("POST", url)
-        return engine._classify(response, sent)
+        return engine.caller.classify(response, sent)
 
     sdk = {"x-inngest-sdk": "inngest-py:v0.5.19"}
     for status in (502, 503, 504):
@@ -832,4 +832,4 @@ def test_answers_that_are_not_from_the_sdk() -> None:
     assert classify(200, sdk, b"<html>").error["name"] == "ProtocolError"
     signed = Engine(fast_config(1, signing_key=KEY))
     response = httpx.Response(200, headers=sdk, content=b"{}")
-    assert signed._classify(response, sent).error["name"] == "SignatureInvalid"
+    assert signed.caller.classify(response, sent).error["name"] == "SignatureInvalid"

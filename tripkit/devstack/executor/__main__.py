@@ -12,7 +12,7 @@ import os
 import sys
 from collections.abc import Sequence
 
-from tripkit.devstack.executor.engine import ExecutorConfig
+from tripkit.devstack.executor.config import ExecutorConfig
 from tripkit.devstack.executor.routes import run
 from tripkit.errors import ConfigError
 

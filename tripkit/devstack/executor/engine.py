@@ -1,4 +1,4 @@
-"""The state and call loop of the local Inngest executor (the HTTP surface is routes.py).
+"""The state and call loop of the local Inngest executor.
 
 It keeps what the Inngest Dev Server keeps: the functions an app registered, recent
 events (deduplicated by id for 24 h) and one run per (event, matching function). Each
@@ -9,281 +9,50 @@ A function's ``concurrency`` limits are enforced the way Inngest does: each call
 app holds a slot of every queue the function's limits name; calls beyond a limit wait,
 the oldest run first, and a run between steps (sleeping, backing off) holds none.
 Everything lives in memory and is bounded; nothing here is needed in production.
+
+Beside it: routes.py (the HTTP surface), calls.py (one call to the app and what its
+answer means), records.py (events, runs, steps), concurrency.py (the slot queues).
 """
 
 from __future__ import annotations
 
 import asyncio
-import email.utils
-import heapq
-import itertools
-import json
 import logging
 import math
-import os
-import random
 import time
-import urllib.parse
-import uuid
 from collections import OrderedDict
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
-from typing import Any, Literal
+from datetime import datetime
+from typing import Any
 
 import httpx
 from pydantic import ValidationError
 
 from tripkit import signing
+from tripkit.devstack.executor.calls import Caller, Reply, parse_when
+from tripkit.devstack.executor.concurrency import SlotQueue
+from tripkit.devstack.executor.config import DEDUP_WINDOW, MAX_DEDUP_IDS, ExecutorConfig
+from tripkit.devstack.executor.records import (
+    EventRecord,
+    RunRecord,
+    RunStatus,
+    StepRecord,
+    error_dict,
+    error_from,
+    memo_error,
+    new_ulid,
+)
 from tripkit.devstack.executor.registry import (
     ConcurrencyLimit,
     FunctionEntry,
     Json,
     SyncBody,
     entries_from,
-    iso,
     now_utc,
 )
-from tripkit.errors import ConfigError
 
 log = logging.getLogger("tripkit.devstack.executor")
 
-RunStatus = Literal["Running", "Completed", "Failed", "Cancelled"]
-
-DEFAULT_BACKOFF: tuple[float, ...] = (15.0, 30.0, 60.0, 120.0, 300.0)
-DEFAULT_UNREACHABLE_BACKOFF: tuple[float, ...] = (0.1, 0.25, 0.5, 1.0, 2.0)
 FAILED_EVENT = "inngest/function.failed"
-DEDUP_WINDOW = timedelta(hours=24)
-MAX_EVENT_BYTES = 3 * 1024 * 1024
-MAX_DEDUP_IDS = 100_000  # ids remembered for dedup; beyond that the oldest are forgotten
-
-Backoff = Sequence[float] | Callable[[int], float]
-
-
-@dataclass(frozen=True)
-class ExecutorConfig:
-    """Knobs of the local executor; durations are in seconds.
-
-    ``backoff`` gives the wait after failed attempt ``n`` (0-based): a list (its last
-    value repeats) or a function. ``jitter`` adds up to that fraction on top, like the
-    real server. Connection-level failures (refused, reset, 502-504, an answer that is
-    not from the SDK) do not use attempts: they are retried on ``unreachable_backoff``
-    for up to ``unreachable_budget`` seconds, so an app that restarts is picked up.
-    """
-
-    host: str = "127.0.0.1"
-    port: int = 8288
-    backoff: Backoff = DEFAULT_BACKOFF
-    jitter: float = 0.1
-    signing_key: str | None = field(default=None, repr=False)
-    signing_key_fallback: str | None = field(default=None, repr=False)
-    event_key: str | None = field(default=None, repr=False)
-    request_timeout: float = 300.0
-    unreachable_budget: float = 60.0
-    unreachable_backoff: Sequence[float] = DEFAULT_UNREACHABLE_BACKOFF
-    max_sleep: float = 24 * 3600.0
-    max_runs: int = 10_000
-    max_events: int = 10_000
-    max_calls_per_run: int = 10_000
-
-    def __post_init__(self) -> None:
-        for name in ("signing_key", "signing_key_fallback"):
-            key = getattr(self, name)
-            if key is None:
-                continue
-            try:
-                signing.bearer_token(key)
-            except signing.SignatureError:
-                raise ConfigError(
-                    f"The executor's {name} is not a signing key (signkey-<env>-<hex>)."
-                ) from None
-        if self.request_timeout <= 0 or self.unreachable_budget < 0 or self.max_sleep < 0:
-            raise ConfigError("The executor's timeouts and budgets must be positive seconds.")
-        if self.jitter < 0 or min(self.max_runs, self.max_events, self.max_calls_per_run) < 1:
-            raise ConfigError("The executor's jitter and limits must be positive.")
-        if not callable(self.backoff) and not list(self.backoff):
-            raise ConfigError("The executor's backoff schedule is empty.")
-        if not list(self.unreachable_backoff):
-            raise ConfigError("The executor's unreachable_backoff schedule is empty.")
-
-    @property
-    def base_url(self) -> str:
-        return f"http://{self.host}:{self.port}"
-
-    @property
-    def server_kind(self) -> str:
-        """What we tell the SDK we are: it rejects a sync from the wrong kind."""
-        return "cloud" if self.signing_key else "dev"
-
-    def retry_delay(self, attempt: int) -> float:
-        """Seconds to wait after failed attempt ``attempt`` (0-based)."""
-        if callable(self.backoff):
-            base = float(self.backoff(attempt))
-        else:
-            schedule = list(self.backoff)
-            base = float(schedule[min(attempt, len(schedule) - 1)])
-        return base * (1.0 + random.uniform(0.0, self.jitter)) if self.jitter > 0 else base
-
-    def unreachable_delay(self, n: int) -> float:
-        schedule = list(self.unreachable_backoff)
-        return float(schedule[min(n, len(schedule) - 1)])
-
-
-# ---------------------------------------------------------------------------- helpers
-
-_CROCKFORD = "0123456789ABCDEFGHJKMNPQRSTVWXYZ"
-
-
-def new_ulid() -> str:
-    """A ULID like the ones Inngest uses for run and event ids (sortable by time)."""
-    n = (int(time.time() * 1000) << 80) | int.from_bytes(os.urandom(10), "big")
-    return "".join(_CROCKFORD[(n >> (5 * i)) & 31] for i in reversed(range(26)))
-
-
-def parse_when(value: str, now: datetime) -> float | None:
-    """Seconds from ``now`` to ``value``: delta seconds, an HTTP date or ISO-8601."""
-    text = value.strip()
-    try:
-        return max(0.0, float(text))
-    except ValueError:
-        pass
-    moment: datetime | None
-    try:
-        moment = email.utils.parsedate_to_datetime(text)
-    except (TypeError, ValueError):
-        try:
-            moment = datetime.fromisoformat(text.replace("Z", "+00:00"))
-        except ValueError:
-            return None
-    if moment.tzinfo is None:
-        moment = moment.replace(tzinfo=UTC)
-    return max(0.0, (moment - now).total_seconds())
-
-
-def error_dict(name: str, message: str, stack: str | None = None) -> dict[str, Json]:
-    return {"name": name, "message": message, "stack": stack}
-
-
-def _error_from(raw: Json, fallback: str) -> dict[str, Json]:
-    """Normalise an SDK error body to ``{name, message, stack}`` (plus ``code`` if given)."""
-    if isinstance(raw, dict):
-        out = error_dict(
-            str(raw.get("name") or "Error"),
-            str(raw.get("message") if raw.get("message") is not None else fallback),
-            raw.get("stack") if isinstance(raw.get("stack"), str) else None,
-        )
-        if isinstance(raw.get("code"), str):
-            out["code"] = raw["code"]
-        return out
-    return error_dict("Error", fallback if raw is None else f"{fallback}: {raw!r}"[:2000])
-
-
-def _memo_error(err: dict[str, Json]) -> dict[str, Json]:
-    """What the SDK expects in ``steps`` for a failed step (it raises StepError)."""
-    return {"error": {"name": err["name"], "message": err["message"], "stack": err.get("stack")}}
-
-
-# ------------------------------------------------------------------------- records
-
-
-@dataclass
-class EventRecord:
-    internal_id: str
-    id: str
-    name: str
-    data: dict[str, Json]
-    ts: int
-    received_at: datetime
-    run_ids: list[str] = field(default_factory=list)
-
-    def payload(self) -> dict[str, Json]:
-        """The event as the SDK receives it (``ts`` an int in ms: the SDK rejects floats)."""
-        return {"name": self.name, "data": self.data, "id": self.id, "ts": self.ts}
-
-    def to_json(self) -> dict[str, Json]:
-        return {
-            "internal_id": self.internal_id,
-            "id": self.id,
-            "name": self.name,
-            "data": self.data,
-            "ts": self.ts,
-            "received_at": iso(self.received_at),
-            "run_ids": list(self.run_ids),
-        }
-
-
-@dataclass
-class StepRecord:
-    id: str
-    name: str
-    op: str
-    status: str = "planned"  # planned | running | sleeping | completed | failed
-    attempts: int = 0
-    started_at: datetime | None = None
-    ended_at: datetime | None = None
-    error: dict[str, Json] | None = None
-
-    def to_json(self) -> dict[str, Json]:
-        return {
-            "id": self.id,
-            "name": self.name,
-            "op": self.op,
-            "status": self.status,
-            "attempts": self.attempts,
-            "started_at": iso(self.started_at),
-            "ended_at": iso(self.ended_at),
-            "error": self.error,
-        }
-
-
-@dataclass
-class RunRecord:
-    run_id: str
-    function_id: str
-    function_name: str
-    app_id: str
-    event: EventRecord
-    started_at: datetime
-    status: RunStatus = "Running"
-    ended_at: datetime | None = None
-    output: Json = None
-    error: dict[str, Json] | None = None
-    memo: dict[str, Json] = field(default_factory=dict)
-    stack: list[str] = field(default_factory=list)
-    steps: dict[str, StepRecord] = field(default_factory=dict)
-    sdk_calls: int = 0
-    function_errors: int = 0
-    unreachable_retries: int = 0
-    waiting_for_slot: int = 0  # calls of this run queued behind a concurrency limit
-    lock: asyncio.Lock = field(default_factory=asyncio.Lock)
-    task: asyncio.Task[None] | None = None
-
-    @property
-    def finished(self) -> bool:
-        return self.status != "Running"
-
-    def to_json(self) -> dict[str, Json]:
-        """The dev server's run fields, plus tripkit's accounting extras."""
-        return {
-            "run_id": self.run_id,
-            "function_id": self.function_id,
-            "function_name": self.function_name,
-            "app_id": self.app_id,
-            "event_id": self.event.internal_id,
-            "event_name": self.event.name,
-            "status": self.status,
-            "run_started_at": iso(self.started_at),
-            "started_at": iso(self.started_at),
-            "ended_at": iso(self.ended_at),
-            "output": self.output,
-            "error": self.error,
-            "step_count": len(self.stack),
-            "steps": [s.to_json() for s in self.steps.values()],
-            "sdk_calls": self.sdk_calls,
-            "function_errors": self.function_errors,
-            "unreachable_retries": self.unreachable_retries,
-            "queued": self.waiting_for_slot > 0,
-        }
 
 
 class RunFailed(Exception):
@@ -294,80 +63,8 @@ class RunFailed(Exception):
         self.error = error
 
 
-@dataclass
-class Reply:
-    """One SDK answer, classified."""
-
-    kind: Literal["done", "ops", "error", "unreachable"]
-    output: Json = None
-    ops: list[dict[str, Json]] = field(default_factory=list)
-    error: dict[str, Json] | None = None
-    no_retry: bool = False
-    retry_after: float | None = None
-    sent_at: datetime = field(default_factory=now_utc)
-
-
 class BadInput(ValueError):
     """A request body we refuse; the message is safe to return to the caller."""
-
-
-class SlotQueue:
-    """One concurrency queue: at most ``limit`` calls at once; waiters are served by
-    priority (the run's start time: oldest run first), then in arrival order."""
-
-    def __init__(self, limit: int) -> None:
-        self.limit = limit
-        self.active = 0
-        self.peak = 0
-        self._waiters: list[tuple[float, int, asyncio.Future[None]]] = []
-        self._order = itertools.count()
-
-    @property
-    def waiting(self) -> int:
-        return sum(1 for *_, fut in self._waiters if not fut.done())
-
-    async def acquire(self, priority: float) -> None:
-        if self.active < self.limit and self.waiting == 0:
-            self._take()
-            return
-        fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        heapq.heappush(self._waiters, (priority, next(self._order), fut))
-        try:
-            await fut
-        except asyncio.CancelledError:
-            if fut.done() and not fut.cancelled():
-                self.release()  # granted, but the run was cancelled before it could use it
-            else:
-                fut.cancel()
-            raise
-
-    def release(self) -> None:
-        self.active -= 1
-        self.wake()
-
-    def wake(self) -> None:
-        """Hand free slots to waiters (after a release, or when the limit was raised)."""
-        while self._waiters and self.active < self.limit:
-            _, _, fut = heapq.heappop(self._waiters)
-            if fut.done():
-                continue
-            self._take()
-            fut.set_result(None)
-
-    def _take(self) -> None:
-        self.active += 1
-        self.peak = max(self.peak, self.active)
-
-    def to_json(self) -> dict[str, Json]:
-        return {
-            "limit": self.limit,
-            "active": self.active,
-            "waiting": self.waiting,
-            "peak": self.peak,
-        }
-
-
-# --------------------------------------------------------------------------- engine
 
 
 class Engine:
@@ -375,13 +72,7 @@ class Engine:
 
     def __init__(self, config: ExecutorConfig, client: httpx.AsyncClient | None = None) -> None:
         self.config = config
-        # No cap on connections: a capped httpx pool can lose a slot for good when a call
-        # is cancelled (a cancelled run) at the wrong moment (encode/httpcore#1093), and
-        # calls are bounded by the functions' concurrency limits, as on Inngest.
-        self.client = client or httpx.AsyncClient(
-            limits=httpx.Limits(max_connections=None, max_keepalive_connections=50),
-            follow_redirects=False,
-        )
+        self.caller = Caller(config, client)
         self.functions: dict[str, FunctionEntry] = {}
         self.events: OrderedDict[str, EventRecord] = OrderedDict()
         self.runs: OrderedDict[str, RunRecord] = OrderedDict()
@@ -565,7 +256,7 @@ class Engine:
                 run.task.cancel()
                 self._finish(run, "Cancelled")
         await asyncio.gather(*tasks, return_exceptions=True)
-        await self.client.aclose()
+        await self.caller.aclose()
 
     def _finish(
         self,
@@ -654,8 +345,8 @@ class Engine:
             await self._store(run, step_id, {"data": op.get("data")})
             step.status, step.ended_at = "completed", now_utc()
         elif kind in ("StepFailed", "StepError"):
-            err = _error_from(op.get("error"), "step failed")
-            await self._store(run, step_id, _memo_error(err))
+            err = error_from(op.get("error"), "step failed")
+            await self._store(run, step_id, memo_error(err))
             step.status, step.ended_at, step.error = "failed", now_utc(), err
         elif kind == "Sleep":
             delay = parse_when(str(op.get("name") or ""), now_utc())
@@ -749,7 +440,7 @@ class Engine:
             errored = [op for op in reply.ops if op["op"] == "StepError"]
             if errored and not reply.no_retry and attempt + 1 < fn.max_attempts:
                 for op in errored:
-                    self._step(run, op, reply.sent_at).error = _error_from(
+                    self._step(run, op, reply.sent_at).error = error_from(
                         op.get("error"), "step error"
                     )
                 await self._backoff(attempt, reply.retry_after)
@@ -760,46 +451,6 @@ class Engine:
     async def _backoff(self, attempt: int, retry_after: float | None) -> None:
         delay = self.config.retry_delay(attempt) if retry_after is None else retry_after
         await asyncio.sleep(min(delay, self.config.max_sleep))
-
-    def request_body(self, run: RunRecord, fn: FunctionEntry, attempt: int) -> dict[str, Json]:
-        """The body the SDK validates strictly (see the protocol notes)."""
-        event = run.event.payload()
-        return {
-            "event": event,
-            "events": [event],
-            "steps": dict(run.memo),
-            "use_api": False,
-            "ctx": {
-                "run_id": run.run_id,
-                "attempt": attempt,
-                "max_attempts": fn.max_attempts,
-                "disable_immediate_execution": False,
-                "use_api": False,
-                "stack": {"stack": list(run.stack), "current": len(run.stack)},
-            },
-        }
-
-    @staticmethod
-    def call_url(fn: FunctionEntry, target: str | None) -> str:
-        parts = urllib.parse.urlsplit(fn.url)
-        query = [
-            (k, v)
-            for k, v in urllib.parse.parse_qsl(parts.query, keep_blank_values=True)
-            if k not in ("fnId", "stepId")
-        ]
-        query += [("fnId", fn.id), ("stepId", target or "step")]
-        return urllib.parse.urlunsplit(parts._replace(query=urllib.parse.urlencode(query)))
-
-    def signed_headers(self, body: bytes) -> dict[str, str]:
-        headers = {
-            "content-type": "application/json",
-            "user-agent": "tripkit-devstack-executor",
-            "x-inngest-server-kind": self.config.server_kind,
-            "x-request-id": uuid.uuid4().hex,
-        }
-        if self.config.signing_key:
-            headers["x-inngest-signature"] = signing.sign(body, self.config.signing_key)
-        return headers
 
     def queues_of(self, fn: FunctionEntry, run: RunRecord) -> list[SlotQueue]:
         """The concurrency queues one call of ``run`` must hold a slot of, in name order
@@ -832,128 +483,7 @@ class Engine:
                     held.append(queue)
             finally:
                 run.waiting_for_slot -= 1
-            return await self._send(run, fn, target, attempt)
+            return await self.caller.send(run, fn, target, attempt)
         finally:
             for queue in held:
                 queue.release()
-
-    async def _send(
-        self, run: RunRecord, fn: FunctionEntry, target: str | None, attempt: int
-    ) -> Reply:
-        async with run.lock:
-            body = json.dumps(self.request_body(run, fn, attempt)).encode()
-        sent_at = now_utc()
-        run.sdk_calls += 1
-        url = self.call_url(fn, target)
-        try:
-            resp = await self.client.post(
-                url,
-                content=body,
-                headers=self.signed_headers(body),
-                timeout=self.config.request_timeout,
-            )
-        except httpx.ConnectTimeout as err:
-            return _down(f"connecting to {fn.url} timed out ({err!r})", sent_at)
-        except httpx.TimeoutException:
-            return Reply(
-                "error",
-                error=error_dict(
-                    "RequestTimeout",
-                    f"the app did not answer within {self.config.request_timeout:g} s",
-                ),
-                sent_at=sent_at,
-            )
-        except httpx.TransportError as err:
-            return _down(f"{type(err).__name__} calling {fn.url}: {err}", sent_at)
-        return self._classify(resp, sent_at)
-
-    def _classify(self, resp: httpx.Response, sent_at: datetime) -> Reply:
-        status, headers, content = resp.status_code, resp.headers, resp.content
-        if status in (502, 503, 504):
-            return _down(f"HTTP {status} from the app's address", sent_at)
-        if "x-inngest-sdk" not in headers:
-            if status in (401, 403) and headers.get("x-inngest-sdk-handled") == "true":
-                hint = (
-                    "the executor's signing key differs from the app's INNGEST_SIGNING_KEY"
-                    if self.config.signing_key
-                    else "the app runs in production mode: give the executor its signing key, "
-                    "or set INNGEST_DEV=1 for the app"
-                )
-                return Reply(
-                    "error",
-                    error=error_dict(
-                        "SignatureRejected", f"the app refused the call ({status}): {hint}"
-                    ),
-                    sent_at=sent_at,
-                )
-            return _down(
-                f"HTTP {status} without an x-inngest-sdk header: not the Inngest SDK "
-                "(wrong URL or serve path, or the app is restarting)",
-                sent_at,
-            )
-        if self.config.signing_key:
-            signed = b"null" if status == 201 else content  # streaming: the SDK signs no body
-            try:
-                signing.verify(
-                    headers.get("x-inngest-signature"),
-                    signed,
-                    self.config.signing_key,
-                    fallback=self.config.signing_key_fallback,
-                    canonicalize=False,
-                )
-            except signing.SignatureError as err:
-                return Reply(
-                    "error",
-                    error=error_dict("SignatureInvalid", f"the app's answer: {err.message}"),
-                    sent_at=sent_at,
-                )
-        if status == 201:  # INNGEST_STREAMING=force: keepalive spaces, then the real answer
-            try:
-                wrapped = json.loads(content.strip() or b"null")
-                status = int(wrapped["status"])
-                inner_headers = {str(k).lower(): str(v) for k, v in wrapped["headers"].items()}
-                content = str(wrapped["body"]).encode()
-            except (ValueError, KeyError, TypeError, AttributeError):
-                return _protocol("a streamed answer that is not {body, headers, status}", sent_at)
-            return self._interpret(status, inner_headers, content, sent_at)
-        return self._interpret(status, dict(headers), content, sent_at)
-
-    def _interpret(
-        self, status: int, headers: dict[str, str], content: bytes, sent_at: datetime
-    ) -> Reply:
-        try:
-            body: Json = json.loads(content) if content.strip() else None
-        except ValueError:
-            return _protocol(f"HTTP {status} with a body that is not JSON", sent_at)
-        no_retry = headers.get("x-inngest-no-retry", "").lower() == "true"
-        retry_after_raw = headers.get("retry-after")
-        retry_after = parse_when(retry_after_raw, now_utc()) if retry_after_raw else None
-        if status == 200:
-            return Reply("done", output=body, sent_at=sent_at)
-        if status == 206:
-            if not isinstance(body, list) or not body:
-                return _protocol("HTTP 206 whose body is not a non-empty list of ops", sent_at)
-            for op in body:
-                if not isinstance(op, dict) or not isinstance(op.get("id"), str):
-                    return _protocol(f"an op without an id: {op!r}"[:500], sent_at)
-                if not isinstance(op.get("op"), str):
-                    return _protocol(f"an op without an opcode: {op!r}"[:500], sent_at)
-            return Reply(
-                "ops", ops=body, no_retry=no_retry, retry_after=retry_after, sent_at=sent_at
-            )
-        fallback = f"the function failed (HTTP {status})"
-        return Reply(
-            "error",
-            error=_error_from(body, fallback),
-            no_retry=no_retry,
-            retry_after=retry_after,
-            sent_at=sent_at,
-        )
-
-
-def _down(message: str, sent_at: datetime) -> Reply:
-    return Reply("unreachable", error=error_dict("AppUnreachable", message), sent_at=sent_at)
-
-
-def _protocol(message: str, sent_at: datetime) -> Reply:
-    return Reply("error", error=error_dict("ProtocolError", message), sent_at=sent_at)

@@ -39,7 +39,8 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Route
 
-from tripkit.devstack.executor.engine import MAX_EVENT_BYTES, BadInput, Engine, ExecutorConfig
+from tripkit.devstack.executor.config import MAX_EVENT_BYTES, ExecutorConfig
+from tripkit.devstack.executor.engine import BadInput, Engine
 from tripkit.devstack.executor.registry import Json, iso, now_utc
 from tripkit.errors import ConfigError
 
@@ -191,8 +192,8 @@ async def _sync(engine: Engine, url: str, own_url: str) -> JSONResponse:
     query = [*urllib.parse.parse_qsl(parts.query), ("deployId", sync_id)]
     put_url = urllib.parse.urlunsplit(parts._replace(query=urllib.parse.urlencode(query)))
     try:
-        resp = await engine.client.put(
-            put_url, content=b"", headers=engine.signed_headers(b""), timeout=30.0
+        resp = await engine.caller.client.put(
+            put_url, content=b"", headers=engine.caller.signed_headers(b""), timeout=30.0
         )
     except httpx.HTTPError as err:
         return JSONResponse(
