@@ -19,6 +19,7 @@ import httpx
 
 from tripkit import signing
 from tripkit.devstack.executor.config import ExecutorConfig
+from tripkit.devstack.executor.protocol import DISCOVERY_STEP_ID, Header, QueryParam
 from tripkit.devstack.executor.records import RunRecord, error_dict, error_from
 from tripkit.devstack.executor.registry import FunctionEntry, Json, now_utc
 
@@ -96,20 +97,23 @@ class Caller:
         query = [
             (k, v)
             for k, v in urllib.parse.parse_qsl(parts.query, keep_blank_values=True)
-            if k not in ("fnId", "stepId")
+            if k not in (QueryParam.FUNCTION_ID, QueryParam.STEP_ID)
         ]
-        query += [("fnId", fn.id), ("stepId", target or "step")]
+        query += [
+            (QueryParam.FUNCTION_ID, fn.id),
+            (QueryParam.STEP_ID, target or DISCOVERY_STEP_ID),
+        ]
         return urllib.parse.urlunsplit(parts._replace(query=urllib.parse.urlencode(query)))
 
     def signed_headers(self, body: bytes) -> dict[str, str]:
-        headers = {
-            "content-type": "application/json",
-            "user-agent": "tripkit-devstack-executor",
-            "x-inngest-server-kind": self.config.server_kind,
-            "x-request-id": uuid.uuid4().hex,
+        headers: dict[str, str] = {
+            Header.CONTENT_TYPE: "application/json",
+            Header.USER_AGENT: "tripkit-devstack-executor",
+            Header.SERVER_KIND: self.config.server_kind,
+            Header.REQUEST_ID: uuid.uuid4().hex,
         }
         if self.config.signing_key:
-            headers["x-inngest-signature"] = signing.sign(body, self.config.signing_key)
+            headers[Header.SIGNATURE] = signing.sign(body, self.config.signing_key)
         return headers
 
     async def send(
@@ -146,8 +150,8 @@ class Caller:
         status, headers, content = resp.status_code, resp.headers, resp.content
         if status in (502, 503, 504):
             return _down(f"HTTP {status} from the app's address", sent_at)
-        if "x-inngest-sdk" not in headers:
-            if status in (401, 403) and headers.get("x-inngest-sdk-handled") == "true":
+        if Header.SDK not in headers:
+            if status in (401, 403) and headers.get(Header.SDK_HANDLED) == "true":
                 hint = (
                     "the executor's signing key differs from the app's INNGEST_SIGNING_KEY"
                     if self.config.signing_key
@@ -170,7 +174,7 @@ class Caller:
             signed = b"null" if status == 201 else content  # streaming: the SDK signs no body
             try:
                 signing.verify(
-                    headers.get("x-inngest-signature"),
+                    headers.get(Header.SIGNATURE),
                     signed,
                     self.config.signing_key,
                     fallback=self.config.signing_key_fallback,
@@ -200,8 +204,8 @@ class Caller:
             body: Json = json.loads(content) if content.strip() else None
         except ValueError:
             return _protocol(f"HTTP {status} with a body that is not JSON", sent_at)
-        no_retry = headers.get("x-inngest-no-retry", "").lower() == "true"
-        retry_after_raw = headers.get("retry-after")
+        no_retry = headers.get(Header.NO_RETRY, "").lower() == "true"
+        retry_after_raw = headers.get(Header.RETRY_AFTER)
         retry_after = parse_when(retry_after_raw, now_utc()) if retry_after_raw else None
         if status == 200:
             return Reply("done", output=body, sent_at=sent_at)

@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 from datetime import timedelta
 
 from tripkit import signing
+from tripkit.devstack.executor.protocol import ServerKind
 from tripkit.errors import ConfigError
 
 DEFAULT_BACKOFF: tuple[float, ...] = (15.0, 30.0, 60.0, 120.0, 300.0)
@@ -70,9 +71,9 @@ class ExecutorConfig:
         return f"http://{self.host}:{self.port}"
 
     @property
-    def server_kind(self) -> str:
+    def server_kind(self) -> ServerKind:
         """What we tell the SDK we are: it rejects a sync from the wrong kind."""
-        return "cloud" if self.signing_key else "dev"
+        return ServerKind.CLOUD if self.signing_key else ServerKind.DEV
 
     def retry_delay(self, attempt: int) -> float:
         """Seconds to wait after failed attempt ``attempt`` (0-based)."""

@@ -31,11 +31,18 @@ from tripkit import signing
 from tripkit.devstack.executor.calls import Caller, Reply, parse_when
 from tripkit.devstack.executor.concurrency import SlotQueue
 from tripkit.devstack.executor.config import DEDUP_WINDOW, MAX_DEDUP_IDS, ExecutorConfig
+from tripkit.devstack.executor.protocol import (
+    RESERVED_EVENT_PREFIX,
+    SUPPORTED_OPCODES,
+    InternalEvent,
+    Opcode,
+    RunStatus,
+)
 from tripkit.devstack.executor.records import (
     EventRecord,
     RunRecord,
-    RunStatus,
     StepRecord,
+    StepStatus,
     error_dict,
     error_from,
     memo_error,
@@ -51,8 +58,6 @@ from tripkit.devstack.executor.registry import (
 )
 
 log = logging.getLogger("tripkit.devstack.executor")
-
-FAILED_EVENT = "inngest/function.failed"
 
 
 class RunFailed(Exception):
@@ -135,8 +140,10 @@ class Engine:
             name = item.get("name")
             if not isinstance(name, str) or not name.strip():
                 raise BadInput(f"{where}.name: required, a non-empty string")
-            if name.startswith("inngest/"):
-                raise BadInput(f"{where}.name: names starting with 'inngest/' are reserved")
+            if name.startswith(RESERVED_EVENT_PREFIX):
+                raise BadInput(
+                    f"{where}.name: names starting with '{RESERVED_EVENT_PREFIX}' are reserved"
+                )
             data = item.get("data")
             if data is None:
                 data = {}
@@ -246,7 +253,7 @@ class Engine:
             return None
         if not run.finished and run.task is not None:
             run.task.cancel()
-            self._finish(run, "Cancelled")
+            self._finish(run, RunStatus.CANCELLED)
         return run
 
     async def aclose(self) -> None:
@@ -254,7 +261,7 @@ class Engine:
         for run in self.runs.values():
             if not run.finished and run.task is not None:
                 run.task.cancel()
-                self._finish(run, "Cancelled")
+                self._finish(run, RunStatus.CANCELLED)
         await asyncio.gather(*tasks, return_exceptions=True)
         await self.caller.aclose()
 
@@ -277,14 +284,14 @@ class Engine:
             while True:
                 reply = await self._settle(run, None)
                 if reply.kind == "done":
-                    self._finish(run, "Completed", output=reply.output)
+                    self._finish(run, RunStatus.COMPLETED, output=reply.output)
                     log.info("run %s completed", run.run_id)
                     return
                 await self._apply_all(run, reply.ops)
         except RunFailed as failed:
             self._fail(run, failed.error)
         except asyncio.CancelledError:
-            self._finish(run, "Cancelled")
+            self._finish(run, RunStatus.CANCELLED)
             raise
         except Exception as err:  # a bug here must not leave a run Running forever
             log.exception("run %s: executor error", run.run_id)
@@ -293,7 +300,7 @@ class Engine:
     def _fail(self, run: RunRecord, error: dict[str, Json]) -> None:
         if run.finished:
             return
-        self._finish(run, "Failed", error=error)
+        self._finish(run, RunStatus.FAILED, error=error)
         log.warning("run %s failed: %s: %s", run.run_id, error.get("name"), error.get("message"))
         failed = {
             "function_id": run.function_id,
@@ -302,7 +309,7 @@ class Engine:
             "event": run.event.payload(),
             "events": [run.event.payload()],
         }
-        self.ingest_internal(FAILED_EVENT, failed)
+        self.ingest_internal(InternalEvent.FUNCTION_FAILED, failed)
 
     def ingest_internal(self, name: str, data: dict[str, Json]) -> str:
         """Internal events (``inngest/...``) skip the public validation."""
@@ -341,23 +348,23 @@ class Engine:
     async def _apply(self, run: RunRecord, op: dict[str, Json]) -> None:
         kind, step_id = op["op"], str(op["id"])
         step = self._step(run, op, now_utc())
-        if kind == "StepRun":
+        if kind == Opcode.STEP_RUN:
             await self._store(run, step_id, {"data": op.get("data")})
-            step.status, step.ended_at = "completed", now_utc()
-        elif kind in ("StepFailed", "StepError"):
+            step.status, step.ended_at = StepStatus.COMPLETED, now_utc()
+        elif kind in (Opcode.STEP_FAILED, Opcode.STEP_ERROR):
             err = error_from(op.get("error"), "step failed")
             await self._store(run, step_id, memo_error(err))
-            step.status, step.ended_at, step.error = "failed", now_utc(), err
-        elif kind == "Sleep":
+            step.status, step.ended_at, step.error = StepStatus.FAILED, now_utc(), err
+        elif kind == Opcode.SLEEP:
             delay = parse_when(str(op.get("name") or ""), now_utc())
             if delay is None:
                 raise RunFailed(error_dict("ProtocolError", f"Sleep op without a wake time: {op}"))
-            step.status = "sleeping"
+            step.status = StepStatus.SLEEPING
             await asyncio.sleep(min(delay, self.config.max_sleep))
             await self._store(run, step_id, None)
-            step.status, step.ended_at = "completed", now_utc()
-        elif kind == "StepPlanned":
-            step.status = "running"
+            step.status, step.ended_at = StepStatus.COMPLETED, now_utc()
+        elif kind == Opcode.STEP_PLANNED:
+            step.status = StepStatus.RUNNING
             reply = await self._settle(run, step_id)
             if reply.kind != "ops":
                 raise RunFailed(
@@ -367,7 +374,7 @@ class Engine:
                     )
                 )
             for sub in reply.ops:
-                if sub["op"] == "StepPlanned" and sub["id"] == step_id:
+                if sub["op"] == Opcode.STEP_PLANNED and sub["id"] == step_id:
                     raise RunFailed(
                         error_dict("ProtocolError", f"step {step_id} was planned again")
                     )
@@ -377,7 +384,7 @@ class Engine:
                 error_dict(
                     "UnsupportedOpcode",
                     f"the SDK asked for {kind!r} (step {step.name!r}); tripkit's local executor "
-                    "supports StepRun, StepPlanned, StepError, StepFailed and Sleep",
+                    f"supports {', '.join(SUPPORTED_OPCODES[:-1])} and {SUPPORTED_OPCODES[-1]}",
                 )
             )
 
@@ -435,9 +442,9 @@ class Engine:
                 attempt += 1
                 continue
             for op in reply.ops:
-                if op["op"] in ("StepRun", "StepError", "StepFailed"):
+                if op["op"] in (Opcode.STEP_RUN, Opcode.STEP_ERROR, Opcode.STEP_FAILED):
                     self._step(run, op, reply.sent_at).attempts += 1
-            errored = [op for op in reply.ops if op["op"] == "StepError"]
+            errored = [op for op in reply.ops if op["op"] == Opcode.STEP_ERROR]
             if errored and not reply.no_retry and attempt + 1 < fn.max_attempts:
                 for op in errored:
                     self._step(run, op, reply.sent_at).error = error_from(

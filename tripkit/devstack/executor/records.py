@@ -11,11 +11,21 @@ import os
 import time
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Literal
+from enum import StrEnum
 
+from tripkit.devstack.executor.protocol import RunStatus
 from tripkit.devstack.executor.registry import Json, iso
 
-RunStatus = Literal["Running", "Completed", "Failed", "Cancelled"]
+
+class StepStatus(StrEnum):
+    """Where a step stands, in ``/v1/runs`` (tripkit's extra: the dev server has no steps)."""
+
+    PLANNED = "planned"
+    RUNNING = "running"
+    SLEEPING = "sleeping"
+    COMPLETED = "completed"
+    FAILED = "failed"
+
 
 _CROCKFORD = "0123456789ABCDEFGHJKMNPQRSTVWXYZ"
 
@@ -80,7 +90,7 @@ class StepRecord:
     id: str
     name: str
     op: str
-    status: str = "planned"  # planned | running | sleeping | completed | failed
+    status: StepStatus = StepStatus.PLANNED
     attempts: int = 0
     started_at: datetime | None = None
     ended_at: datetime | None = None
@@ -107,7 +117,7 @@ class RunRecord:
     app_id: str
     event: EventRecord
     started_at: datetime
-    status: RunStatus = "Running"
+    status: RunStatus = RunStatus.RUNNING
     ended_at: datetime | None = None
     output: Json = None
     error: dict[str, Json] | None = None
@@ -123,7 +133,7 @@ class RunRecord:
 
     @property
     def finished(self) -> bool:
-        return self.status != "Running"
+        return self.status != RunStatus.RUNNING
 
     def to_json(self) -> dict[str, Json]:
         """The dev server's run fields, plus tripkit's accounting extras."""

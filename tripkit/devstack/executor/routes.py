@@ -41,6 +41,7 @@ from starlette.routing import Route
 
 from tripkit.devstack.executor.config import MAX_EVENT_BYTES, ExecutorConfig
 from tripkit.devstack.executor.engine import BadInput, Engine
+from tripkit.devstack.executor.protocol import Header, QueryParam
 from tripkit.devstack.executor.registry import Json, iso, now_utc
 from tripkit.errors import ConfigError
 
@@ -86,7 +87,7 @@ def create_app(config: ExecutorConfig) -> Starlette:
         return JSONResponse({"ids": engine.ingest(events), "status": 200})
 
     async def register(request: Request) -> JSONResponse:
-        if not engine.check_register_auth(request.headers.get("authorization")):
+        if not engine.check_register_auth(request.headers.get(Header.AUTHORIZATION)):
             return _error(
                 "the Authorization header does not match the executor's signing key: the app "
                 "and the executor must share INNGEST_SIGNING_KEY",
@@ -94,7 +95,7 @@ def create_app(config: ExecutorConfig) -> Starlette:
             )
         try:
             answer = engine.register(
-                await _json_body(request), request.query_params.get("deployId")
+                await _json_body(request), request.query_params.get(QueryParam.SYNC_ID)
             )
         except BadInput as err:
             return _error(f"invalid sync body: {err}", 400)
@@ -189,7 +190,7 @@ async def _sync(engine: Engine, url: str, own_url: str) -> JSONResponse:
     """
     sync_id = uuid.uuid4().hex
     parts = urllib.parse.urlsplit(url)
-    query = [*urllib.parse.parse_qsl(parts.query), ("deployId", sync_id)]
+    query = [*urllib.parse.parse_qsl(parts.query), (QueryParam.SYNC_ID, sync_id)]
     put_url = urllib.parse.urlunsplit(parts._replace(query=urllib.parse.urlencode(query)))
     try:
         resp = await engine.caller.client.put(
