@@ -22,28 +22,25 @@ accepts connections.
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import hmac
 import json
 import logging
-import socket
 import urllib.parse
 import uuid
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 
 import httpx
-import uvicorn
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Route
 
+from tripkit.devstack import serving
 from tripkit.devstack.executor.config import MAX_EVENT_BYTES, ExecutorConfig
 from tripkit.devstack.executor.engine import BadInput, Engine
 from tripkit.devstack.executor.protocol import Header, QueryParam
 from tripkit.devstack.executor.registry import Json, iso, now_utc
-from tripkit.errors import ConfigError
 
 log = logging.getLogger("tripkit.devstack.executor")
 
@@ -227,41 +224,13 @@ async def _sync(engine: Engine, url: str, own_url: str) -> JSONResponse:
     return JSONResponse({"ok": True, **record})
 
 
-def _listen(host: str, port: int) -> socket.socket:
-    """Bind before uvicorn does, so that a taken port is a clear error, not an exit."""
-    family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    # IPPROTO_TCP, not 0: asyncio sets TCP_NODELAY only on sockets that say they are TCP,
-    # and without it every keep-alive response waits 40 ms for a delayed ACK.
-    sock = socket.socket(family, socket.SOCK_STREAM, socket.IPPROTO_TCP)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    try:
-        sock.bind((host, port))
-    except OSError as err:
-        sock.close()
-        raise ConfigError(
-            f"The executor cannot listen on {host}:{port} ({err.strerror}). Is another executor "
-            "or inngest-cli dev running there? Pick another --port."
-        ) from None
-    return sock
-
-
-async def serve(config: ExecutorConfig, on_ready: Callable[[str], None] | None = None) -> None:
-    """Serve until stopped (SIGINT/SIGTERM); call ``on_ready(base_url)`` once listening."""
-    sock = _listen(config.host, config.port)
-    port = sock.getsockname()[1]
-    server = uvicorn.Server(uvicorn.Config(create_app(config), log_level="warning", lifespan="on"))
-    task = asyncio.create_task(server.serve(sockets=[sock]))
-    while not server.started and not task.done():
-        await asyncio.sleep(0.02)
-    if server.started and on_ready is not None:
-        on_ready(f"http://{config.host}:{port}")
-    await task
-
-
 def run(config: ExecutorConfig) -> None:
-    """Blocking entry point: serve and print ``INNGEST_BASE_URL=...`` when ready."""
-
-    def ready(base_url: str) -> None:
-        print(f"INNGEST_BASE_URL={base_url}", flush=True)
-
-    asyncio.run(serve(config, ready))
+    """Serve until SIGINT/SIGTERM; print ``INNGEST_BASE_URL=...`` once listening."""
+    sock = serving.listen(
+        config.host,
+        config.port,
+        what="The executor",
+        hint="Is another executor or inngest-cli dev running there? Pick another --port.",
+    )
+    url = f"http://{config.host}:{sock.getsockname()[1]}"
+    serving.run(create_app(config), sock, ready_key="INNGEST_BASE_URL", url=url)
