@@ -9,7 +9,7 @@ from typing import Any
 import httpx
 import psutil
 
-from tripkit.devstack.redis_server import free_port
+from tripkit.devstack.testing import free_port
 
 __all__ = ["ModelControl", "free_port", "process_gone", "wait_final", "wait_until"]
 

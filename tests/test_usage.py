@@ -16,8 +16,8 @@ import pytest
 import redis
 
 from tripkit import keys, usage
-from tripkit.devstack.demo import RedisCommandCounter
 from tripkit.devstack.stack import LocalStack
+from tripkit.devstack.testing import RedisCommandCounter
 from tripkit.models import RunRecord
 from tripkit.transport import Transport
 from tripkit.transport.resp import RespTransport

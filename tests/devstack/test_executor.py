@@ -32,6 +32,7 @@ import inngest
 import inngest.fast_api
 import pytest
 import uvicorn
+from helpers import free_port
 
 from tripkit import signing
 from tripkit.devstack.executor import Engine, ExecutorConfig, create_app
@@ -57,12 +58,6 @@ def _load_sample() -> ModuleType:
 
 
 sample = _load_sample()
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 class ServerThread:

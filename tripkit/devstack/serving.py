@@ -26,6 +26,14 @@ HOST = "127.0.0.1"
 Lifespan = Literal["on", "off"]
 
 
+def free_port(host: str = HOST) -> int:
+    """A port that was free a moment ago (another process may take it before we do)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind((host, 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
 def listen(host: str, port: int, *, what: str, hint: str) -> socket.socket:
     """A bound TCP socket for uvicorn; ConfigError naming ``what`` when the port is taken."""
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
