@@ -36,8 +36,8 @@ import psutil
 import redis
 from sections import machine, write_section
 
-from tripkit.devstack.demo import RedisCommandCounter
 from tripkit.devstack.stack import LocalStack, StackConfig
+from tripkit.devstack.testing import RedisCommandCounter
 from tripkit.usage.plans import plan
 
 HERE = Path(__file__).resolve().parent

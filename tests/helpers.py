@@ -9,7 +9,7 @@ from typing import Any
 import httpx
 import psutil
 
-from tripkit.devstack.redis_server import free_port
+from tripkit.devstack.testing import free_port
 from tripkit.models import RunRecord
 
 __all__ = [

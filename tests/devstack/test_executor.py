@@ -32,11 +32,12 @@ import inngest
 import inngest.fast_api
 import pytest
 import uvicorn
+from helpers import free_port
 
 from tripkit import signing
-from tripkit.devstack.executor import ExecutorConfig, create_app
-from tripkit.devstack.executor_engine import Engine, parse_when
-from tripkit.devstack.executor_registry import Expression
+from tripkit.devstack.executor import Engine, ExecutorConfig, create_app
+from tripkit.devstack.executor.calls import parse_when
+from tripkit.devstack.executor.registry import Expression
 from tripkit.errors import ConfigError
 
 pytestmark = pytest.mark.timeout(60)
@@ -57,12 +58,6 @@ def _load_sample() -> ModuleType:
 
 
 sample = _load_sample()
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 class ServerThread:
@@ -812,7 +807,7 @@ def test_answers_that_are_not_from_the_sdk() -> None:
     def classify(status: int, headers: dict[str, str], body: bytes = b"") -> Any:
         response = httpx.Response(status, headers=headers, content=body)
         response.request = httpx.Request("POST", url)
-        return engine._classify(response, sent)
+        return engine.caller.classify(response, sent)
 
     sdk = {"x-inngest-sdk": "inngest-py:v0.5.19"}
     for status in (502, 503, 504):
@@ -832,4 +827,4 @@ def test_answers_that_are_not_from_the_sdk() -> None:
     assert classify(200, sdk, b"<html>").error["name"] == "ProtocolError"
     signed = Engine(fast_config(1, signing_key=KEY))
     response = httpx.Response(200, headers=sdk, content=b"{}")
-    assert signed._classify(response, sent).error["name"] == "SignatureInvalid"
+    assert signed.caller.classify(response, sent).error["name"] == "SignatureInvalid"

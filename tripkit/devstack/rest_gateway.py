@@ -3,7 +3,7 @@
 Upstash recommends SRH (a Docker image) as the local stand-in for
 ``UPSTASH_REDIS_REST_URL``; Docker does not run everywhere, so this is ours: a small
 Starlette app that checks the bearer token, forwards commands over RESP (see
-:mod:`tripkit.devstack.resp`) and shapes the answers the way Upstash does, including
+:mod:`tripkit.devstack.redis_wire`) and shapes the answers the way Upstash does, including
 ``/pipeline``, ``/multi-exec`` and ``Upstash-Encoding: base64``.
 
 Run it alone with ``python -m tripkit.devstack.rest_gateway --port 8079 --redis-url URL``
@@ -13,7 +13,6 @@ Run it alone with ``python -m tripkit.devstack.rest_gateway --port 8079 --redis-
 from __future__ import annotations
 
 import argparse
-import asyncio
 import base64
 import contextlib
 import hmac
@@ -22,21 +21,19 @@ import json
 import logging
 import os
 import sys
-import threading
 import time
 from collections.abc import AsyncIterator, Sequence
 from typing import Any, TypeAlias
 from urllib.parse import unquote_to_bytes
 
-import uvicorn
 from starlette.applications import Starlette
 from starlette.requests import ClientDisconnect, Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 from starlette.types import Receive, Scope, Send
 
-from tripkit.devstack.process import Managed
-from tripkit.devstack.resp import ErrorReply, Reply, RespPool, SimpleString
+from tripkit.devstack import serving
+from tripkit.devstack.redis_wire import ErrorReply, Reply, RespPool, SimpleString
 from tripkit.errors import ConfigError, StoreError, TripkitError
 
 log = logging.getLogger(__name__)
@@ -359,95 +356,39 @@ def create_app(
     )
 
 
-def _uvicorn_config(app: Starlette, host: str, port: int) -> uvicorn.Config:
-    return uvicorn.Config(
-        app, host=host, port=port, log_level="warning", access_log=False, lifespan="on"
-    )
-
-
-def _bound_port(server: uvicorn.Server) -> int:
-    sockets = server.servers[0].sockets
-    port: int = sockets[0].getsockname()[1]
-    return port
-
-
 def run_gateway(host: str, port: int, redis_url: str, token: str) -> None:
     """Serve until SIGINT/SIGTERM; print ``UPSTASH_REDIS_REST_URL=...`` once listening."""
-    server = uvicorn.Server(_uvicorn_config(create_app(redis_url, token), host, port))
-
-    async def serve() -> None:
-        task = asyncio.create_task(server.serve())
-        while not server.started:
-            if task.done():
-                await task
-                raise SystemExit(1)
-            await asyncio.sleep(0.02)
-        print(f"UPSTASH_REDIS_REST_URL=http://{host}:{_bound_port(server)}", flush=True)
-        await task
-
-    asyncio.run(serve())
+    app = create_app(redis_url, token)
+    sock = serving.listen(
+        host,
+        port,
+        what="The REST gateway",
+        hint="Is another gateway running there? Pick another --port.",
+    )
+    url = f"http://{host}:{sock.getsockname()[1]}"
+    serving.run(app, sock, ready_key="UPSTASH_REDIS_REST_URL", url=url)
 
 
-def _serve_quietly(server: uvicorn.Server) -> None:
-    """uvicorn calls sys.exit() when it cannot bind; start() reports that instead."""
-    with contextlib.suppress(SystemExit):
-        server.run()
-
-
-class BackgroundGateway(Managed):
+class BackgroundGateway(serving.ThreadedServer):
     """The gateway served by uvicorn in a daemon thread, for tests and notebooks.
 
     ``with BackgroundGateway(redis_url, token) as gw: httpx.post(gw.url, ...)``
     """
 
+    what = "The REST gateway"
+    thread_name = "tripkit-rest-gateway"
+
     def __init__(
         self, redis_url: str, token: str, *, host: str = "127.0.0.1", port: int = 0
     ) -> None:
+        super().__init__(create_app(redis_url, token), host=host, port=port)
         self.token = token
-        self.host = host
-        self._requested_port = port
-        self._app = create_app(redis_url, token)
-        self._server: uvicorn.Server | None = None
-        self._thread: threading.Thread | None = None
-        self._port: int | None = None
 
-    @property
-    def url(self) -> str:
-        if self._port is None:
-            raise RuntimeError("the gateway is not started")
-        return f"http://{self.host}:{self._port}"
-
-    def start(self, timeout: float = 10.0) -> BackgroundGateway:
-        """Serve in a daemon thread; return once listening. A no-op if already started."""
-        if self._thread is not None:
-            return self
-        # A fresh uvicorn.Server each time: one cannot be restarted after it exited.
-        server = uvicorn.Server(_uvicorn_config(self._app, self.host, self._requested_port))
-        self._server = server
-        self._thread = threading.Thread(
-            target=_serve_quietly, args=(server,), name="tripkit-rest-gateway", daemon=True
+    def start_failed(self, reason: str) -> Exception:
+        return StoreError(
+            f"The REST gateway did not start on {self.host}:{self._requested_port}.",
+            remedy="Is the port free? Pass port=0 to pick a free one.",
         )
-        self._thread.start()
-        deadline = time.monotonic() + timeout
-        while not server.started:
-            if not self._thread.is_alive() or time.monotonic() > deadline:
-                self.stop()
-                raise StoreError(
-                    f"The REST gateway did not start on {self.host}:{self._requested_port}.",
-                    remedy="Is the port free? Pass port=0 to pick a free one.",
-                )
-            time.sleep(0.01)
-        self._port = _bound_port(server)
-        return self
-
-    def stop(self, timeout: float = 10.0) -> None:
-        """Graceful uvicorn shutdown (closes the Redis connections); idempotent."""
-        thread, self._thread = self._thread, None
-        if thread is not None and self._server is not None:
-            self._server.should_exit = True
-            thread.join(timeout)
-        self._server = None
-        self._port = None
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -35,7 +35,7 @@ import httpx
 
 from tripkit.devstack import process
 from tripkit.devstack.process import Managed
-from tripkit.devstack.redis_server import free_port
+from tripkit.devstack.serving import free_port
 from tripkit.errors import TripkitError
 
 #: Variables that would point the app at real services; never inherited by the stack.

@@ -1,10 +1,9 @@
-"""A local stand-in for the Inngest Dev Server (``inngest-cli dev``), offline.
+"""The executor's HTTP surface: the Inngest Dev Server's routes, plus two of our own.
 
-The real dev server cannot be installed here, so this process plays its part for the app:
-it takes events on ``/e/{key}``, takes the SDK's sync on ``/fn/register`` and drives the
-app's REAL serve handler over HTTP (see executor_engine.py for the call loop). With a
-signing key it signs calls and checks answers and registrations, so the production path
-is exercised end to end. Routes (JSON everywhere)::
+It takes events on ``/e/{key}``, takes the SDK's sync on ``/fn/register`` and hands both
+to the :class:`~tripkit.devstack.executor.engine.Engine`, which drives the app's serve
+handler. With a signing key it signs calls and checks answers and registrations, so the
+production path is exercised end to end. Routes (JSON everywhere)::
 
     GET    /health                      {"status": 200, "message": "OK"}
     POST   /e/{event_key}               {"ids": [...], "status": 200}
@@ -17,37 +16,31 @@ is exercised end to end. Routes (JSON everywhere)::
     GET    /v1/functions                {"data": [function...], "metadata": {...}}
     GET    /_control/queues             {"data": {queue: {limit, active, waiting, peak}}}
 
-Run it with ``python -m tripkit.devstack.executor --port 8288``; it prints
-``INNGEST_BASE_URL=http://127.0.0.1:8288`` once it accepts connections.
+:func:`run` serves it and prints ``INNGEST_BASE_URL=http://127.0.0.1:8288`` once it
+accepts connections.
 """
 
 from __future__ import annotations
 
-import argparse
-import asyncio
 import contextlib
 import hmac
 import json
 import logging
-import os
-import socket
-import sys
 import urllib.parse
 import uuid
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncIterator
 
 import httpx
-import uvicorn
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Route
 
-from tripkit.devstack.executor_engine import MAX_EVENT_BYTES, BadInput, Engine, ExecutorConfig
-from tripkit.devstack.executor_registry import Json, iso, now_utc
-from tripkit.errors import ConfigError
-
-__all__ = ["Engine", "ExecutorConfig", "create_app", "main", "run", "serve"]
+from tripkit.devstack import serving
+from tripkit.devstack.executor.config import MAX_EVENT_BYTES, ExecutorConfig
+from tripkit.devstack.executor.engine import BadInput, Engine
+from tripkit.devstack.executor.protocol import Header, QueryParam
+from tripkit.devstack.executor.registry import Json, iso, now_utc
 
 log = logging.getLogger("tripkit.devstack.executor")
 
@@ -91,7 +84,7 @@ def create_app(config: ExecutorConfig) -> Starlette:
         return JSONResponse({"ids": engine.ingest(events), "status": 200})
 
     async def register(request: Request) -> JSONResponse:
-        if not engine.check_register_auth(request.headers.get("authorization")):
+        if not engine.check_register_auth(request.headers.get(Header.AUTHORIZATION)):
             return _error(
                 "the Authorization header does not match the executor's signing key: the app "
                 "and the executor must share INNGEST_SIGNING_KEY",
@@ -99,7 +92,7 @@ def create_app(config: ExecutorConfig) -> Starlette:
             )
         try:
             answer = engine.register(
-                await _json_body(request), request.query_params.get("deployId")
+                await _json_body(request), request.query_params.get(QueryParam.SYNC_ID)
             )
         except BadInput as err:
             return _error(f"invalid sync body: {err}", 400)
@@ -194,11 +187,11 @@ async def _sync(engine: Engine, url: str, own_url: str) -> JSONResponse:
     """
     sync_id = uuid.uuid4().hex
     parts = urllib.parse.urlsplit(url)
-    query = [*urllib.parse.parse_qsl(parts.query), ("deployId", sync_id)]
+    query = [*urllib.parse.parse_qsl(parts.query), (QueryParam.SYNC_ID, sync_id)]
     put_url = urllib.parse.urlunsplit(parts._replace(query=urllib.parse.urlencode(query)))
     try:
-        resp = await engine.client.put(
-            put_url, content=b"", headers=engine.signed_headers(b""), timeout=30.0
+        resp = await engine.caller.client.put(
+            put_url, content=b"", headers=engine.caller.signed_headers(b""), timeout=30.0
         )
     except httpx.HTTPError as err:
         return JSONResponse(
@@ -231,118 +224,13 @@ async def _sync(engine: Engine, url: str, own_url: str) -> JSONResponse:
     return JSONResponse({"ok": True, **record})
 
 
-def _listen(host: str, port: int) -> socket.socket:
-    """Bind before uvicorn does, so that a taken port is a clear error, not an exit."""
-    family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    # IPPROTO_TCP, not 0: asyncio sets TCP_NODELAY only on sockets that say they are TCP,
-    # and without it every keep-alive response waits 40 ms for a delayed ACK.
-    sock = socket.socket(family, socket.SOCK_STREAM, socket.IPPROTO_TCP)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    try:
-        sock.bind((host, port))
-    except OSError as err:
-        sock.close()
-        raise ConfigError(
-            f"The executor cannot listen on {host}:{port} ({err.strerror}). Is another executor "
-            "or inngest-cli dev running there? Pick another --port."
-        ) from None
-    return sock
-
-
-async def serve(config: ExecutorConfig, on_ready: Callable[[str], None] | None = None) -> None:
-    """Serve until stopped (SIGINT/SIGTERM); call ``on_ready(base_url)`` once listening."""
-    sock = _listen(config.host, config.port)
-    port = sock.getsockname()[1]
-    server = uvicorn.Server(uvicorn.Config(create_app(config), log_level="warning", lifespan="on"))
-    task = asyncio.create_task(server.serve(sockets=[sock]))
-    while not server.started and not task.done():
-        await asyncio.sleep(0.02)
-    if server.started and on_ready is not None:
-        on_ready(f"http://{config.host}:{port}")
-    await task
-
-
 def run(config: ExecutorConfig) -> None:
-    """Blocking entry point: serve and print ``INNGEST_BASE_URL=...`` when ready."""
-
-    def ready(base_url: str) -> None:
-        print(f"INNGEST_BASE_URL={base_url}", flush=True)
-
-    asyncio.run(serve(config, ready))
-
-
-def _seconds_list(text: str, scale: float) -> tuple[float, ...]:
-    try:
-        values = tuple(float(v) * scale for v in text.split(",") if v.strip())
-    except ValueError:
-        raise argparse.ArgumentTypeError(
-            f"expected comma-separated numbers, got {text!r}"
-        ) from None
-    if not values or any(v < 0 for v in values):
-        raise argparse.ArgumentTypeError("expected at least one non-negative number")
-    return values
-
-
-def _secret(var: str | None, what: str) -> str | None:
-    if var is None:
-        return None
-    value = os.environ.get(var, "").strip()
-    if not value:
-        raise ConfigError(f"{var} is empty or not set; it should hold the {what}.")
-    return value
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
-        prog="python -m tripkit.devstack.executor",
-        description="A local Inngest-compatible executor (stands in for `inngest-cli dev`).",
+    """Serve until SIGINT/SIGTERM; print ``INNGEST_BASE_URL=...`` once listening."""
+    sock = serving.listen(
+        config.host,
+        config.port,
+        what="The executor",
+        hint="Is another executor or inngest-cli dev running there? Pick another --port.",
     )
-    parser.add_argument("--host", default="127.0.0.1")
-    parser.add_argument("--port", type=int, default=8288, help="0 picks a free port")
-    parser.add_argument(
-        "--signing-key-env",
-        metavar="VAR",
-        help="sign calls and check the app with the key in this variable (never printed)",
-    )
-    parser.add_argument("--signing-key-fallback-env", metavar="VAR")
-    parser.add_argument("--event-key-env", metavar="VAR", help="accept only this event key")
-    parser.add_argument(
-        "--backoff-ms",
-        type=lambda t: _seconds_list(t, 0.001),
-        help="retry waits in ms after attempt 1, 2, ... (default 15s,30s,1m,2m,5m)",
-    )
-    parser.add_argument("--jitter", type=float, default=0.1, help="fraction added at random")
-    parser.add_argument("--request-timeout", type=float, default=300.0, metavar="S")
-    parser.add_argument(
-        "--unreachable-budget",
-        type=float,
-        default=60.0,
-        metavar="S",
-        help="how long a run waits for an app that does not answer",
-    )
-    parser.add_argument("--log-level", default="INFO")
-    args = parser.parse_args(argv)
-    logging.basicConfig(level=args.log_level.upper(), format="%(levelname)s %(name)s: %(message)s")
-    try:
-        config = ExecutorConfig(
-            host=args.host,
-            port=args.port,
-            signing_key=_secret(args.signing_key_env, "Inngest signing key"),
-            signing_key_fallback=_secret(args.signing_key_fallback_env, "fallback signing key"),
-            event_key=_secret(args.event_key_env, "Inngest event key"),
-            jitter=args.jitter,
-            request_timeout=args.request_timeout,
-            unreachable_budget=args.unreachable_budget,
-            **({"backoff": args.backoff_ms} if args.backoff_ms else {}),
-        )
-        run(config)
-    except ConfigError as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        pass
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())
+    url = f"http://{config.host}:{sock.getsockname()[1]}"
+    serving.run(create_app(config), sock, ready_key="INNGEST_BASE_URL", url=url)

@@ -8,7 +8,7 @@ import pytest
 import redis
 
 from tripkit.devstack.redis_server import EmbeddedRedis
-from tripkit.devstack.resp import (
+from tripkit.devstack.redis_wire import (
     ErrorReply,
     RespConnection,
     RespPool,

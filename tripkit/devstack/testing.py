@@ -1,0 +1,40 @@
+"""Helpers for the tests and the benchmarks, kept out of the stand-ins they measure.
+
+``tripkit demo`` uses :class:`RedisCommandCounter` too, to print what a generation cost.
+:func:`free_port` is defined in :mod:`tripkit.devstack.serving` (the servers and the stack
+need it) and re-exported here, so tests and benchmarks import their helpers from one place.
+"""
+
+from __future__ import annotations
+
+import redis
+
+from tripkit.devstack.serving import free_port
+
+__all__ = ["RedisCommandCounter", "free_port"]
+
+
+class RedisCommandCounter:
+    """What the Redis server executed, by command (INFO commandstats), from a reset on.
+
+    One quiet connection (RESP2, no client-info handshake) so the measurement adds only
+    CONFIG and INFO, which are left out of the counts.
+    """
+
+    def __init__(self, redis_url: str) -> None:
+        self._client = redis.Redis.from_url(redis_url, protocol=2, driver_info=None)
+
+    def reset(self) -> None:
+        self._client.config_resetstat()
+
+    def counts(self) -> dict[str, int]:
+        stats = self._client.info("commandstats")
+        out = {}
+        for name, value in stats.items():
+            command = name.removeprefix("cmdstat_").upper()
+            if command not in ("INFO", "CONFIG"):
+                out[command] = int(value["calls"])
+        return out
+
+    def close(self) -> None:
+        self._client.close()
