@@ -19,6 +19,7 @@ The conversions to tables are pure; the I/O (the CSV, Redis) is in the last two 
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import os
@@ -200,13 +201,11 @@ def _run_record(raw: Any, doc: Any) -> HarvestedRecord | None:
     session = _session_fields(doc)
     # A failed run's record (written by ``on_failure``) has no timings: take the ones its
     # session still holds, so its duration and polls can be estimated too.
-    record = record.model_copy(
-        update={
-            "queued_at": record.queued_at or session.get("createdAt"),
-            "started_at": record.started_at or session.get("startedAt"),
-        }
-    )
-    record = RunRecord.model_validate(record.model_dump())  # the session's times, parsed
+    fields = record.model_dump()
+    fields["queued_at"] = record.queued_at or session.get("createdAt")
+    fields["started_at"] = record.started_at or session.get("startedAt")
+    with contextlib.suppress(ValidationError):  # a session with odd times adds nothing
+        record = RunRecord.model_validate(fields)
     summaries = session.get("summaries")
     return HarvestedRecord(
         record,
