@@ -31,29 +31,15 @@ from collections import Counter
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal, cast
 
 import aiohttp
-import psutil
-from sections import machine, write_section
+from shared import cpu_seconds, machine, percentile, preferences, write_section
 
 from tripkit.devstack.stack import LocalStack, StackConfig
 
 HERE = Path(__file__).resolve().parent
 NORMAL_MS = 100.0  # a poll answered faster than this counts as "normal"
-
-
-def preferences(bundles: int) -> dict[str, Any]:
-    return {"interests": ["food", "museums"], "tripLengthDays": 3, "budget": 1500,
-            "bundleCount": bundles}  # fmt: skip
-
-
-def percentile(values: list[float], p: float) -> float:
-    """Nearest-rank percentile; NaN for no values."""
-    if not values:
-        return math.nan
-    ordered = sorted(values)
-    return ordered[max(1, math.ceil(p / 100 * len(ordered))) - 1]
 
 
 @dataclass
@@ -113,21 +99,6 @@ async def follow(
             out.ended_at = time.monotonic()
             return out
     return out
-
-
-def cpu_seconds(stack: LocalStack) -> dict[str, float]:
-    """CPU time (user + system) used so far by each service process and its children."""
-    used = {}
-    for name, service in stack.services.items():
-        if service.proc is None:
-            continue
-        try:
-            proc = psutil.Process(service.proc.pid)
-            procs = [proc, *proc.children(recursive=True)]
-            used[name] = sum(p.cpu_times().user + p.cpu_times().system for p in procs)
-        except psutil.Error:
-            used[name] = math.nan
-    return used
 
 
 async def watch_queues(http: aiohttp.ClientSession, inngest_url: str, most: list[int]) -> None:
@@ -225,8 +196,8 @@ async def burst(stack: LocalStack, args: argparse.Namespace, transport: str) -> 
             if done
             else (math.nan, math.nan)
         )
-        ids = [o.session_id for o in outcomes if o.session_id]
-        runs = await runs_per_session(http, stack.inngest_url, ids)  # type: ignore[arg-type]
+        ids = [o.session_id for o in outcomes if o.session_id is not None]
+        runs = await runs_per_session(http, stack.inngest_url, ids)
     return Result(
         transport=transport,
         n=args.generations,
@@ -243,7 +214,7 @@ async def burst(stack: LocalStack, args: argparse.Namespace, transport: str) -> 
     )
 
 
-def run(args: argparse.Namespace, transport: str) -> Result:
+def run(args: argparse.Namespace, transport: Literal["rest", "resp"]) -> Result:
     config = StackConfig(chunk_delay=args.chunk_delay, redis_transport=transport)
     if args.concurrency:
         config.extra_app_env["TRIPKIT_GENERATION_CONCURRENCY"] = str(args.concurrency)
@@ -363,7 +334,7 @@ def main(argv: list[str] | None = None) -> int:
         parser.error("--transports takes rest, resp or both")
     if args.generations < 1:
         parser.error("--generations must be at least 1")
-    results = [run(args, t) for t in transports]
+    results = [run(args, cast(Literal["rest", "resp"], t)) for t in transports]
     text = report(args, results)
     print()
     print(text)

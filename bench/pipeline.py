@@ -32,9 +32,8 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-import psutil
 import redis
-from sections import machine, write_section
+from shared import cpu_seconds, machine, percentile, preferences, write_section
 
 from tripkit.devstack.stack import LocalStack, StackConfig
 from tripkit.devstack.testing import RedisCommandCounter
@@ -48,22 +47,6 @@ UPSTASH_USD_PER_100K = _UPSTASH.value("redis_usd_per_100k_commands") or math.nan
 UPSTASH_FREE_PER_MONTH = int(_UPSTASH.redis_commands_per_month or 0)
 CLIENT_POLL_INTERVAL = 2.0  # the original app's browser polls every 2 s
 PROJECTED_DURATIONS = (15.0, 30.0, 60.0, 120.0)
-
-
-def preferences(bundles: int) -> dict[str, Any]:
-    return {
-        "interests": ["food", "museums"],
-        "tripLengthDays": 3,
-        "budget": 1500,
-        "bundleCount": bundles,
-    }
-
-
-def percentile(values: list[float], p: float) -> float:
-    """Nearest-rank percentile."""
-    ordered = sorted(values)
-    rank = max(1, math.ceil(p / 100 * len(ordered)))
-    return ordered[rank - 1]
 
 
 def latency_row(label: str, values_s: list[float]) -> str:
@@ -104,21 +87,6 @@ class LatencyResult:
     post_seconds: float  # first to last loaded POST
     drain_seconds: float | None  # last POST to the last run final; None: timed out
     cpu: dict[str, float]  # CPU seconds per service over the loaded phase
-
-
-def cpu_seconds(stack: LocalStack) -> dict[str, float]:
-    """CPU time (user + system) used so far by each service process and its children."""
-    used = {}
-    for name, service in stack.services.items():
-        if service.proc is None:
-            continue
-        try:
-            proc = psutil.Process(service.proc.pid)
-            procs = [proc, *proc.children(recursive=True)]
-            used[name] = sum(p.cpu_times().user + p.cpu_times().system for p in procs)
-        except psutil.Error:
-            used[name] = float("nan")
-    return used
 
 
 def bench_time_to_session_id(
@@ -220,7 +188,7 @@ class Monitor:
     def __init__(self, redis_url: str, prefix: str = "tripkit") -> None:
         self.prefix = prefix
         self._client = redis.Redis.from_url(redis_url)
-        self._monitor = self._client.monitor()
+        self._monitor = self._client.monitor()  # type: ignore[no-untyped-call]
         self._monitor.__enter__()
         self._lock = threading.Lock()
         self._seen: Counter[str] = Counter()

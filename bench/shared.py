@@ -1,12 +1,52 @@
-"""bench/results.md holds one section per benchmark; each script rewrites only its own."""
+"""What the benchmarks share: the request they send, percentiles, the CPU time of the
+stack's processes, the machine they ran on, and their sections of bench/results.md
+(each script rewrites only its own)."""
 
 from __future__ import annotations
 
+import math
 import os
 import platform
 from pathlib import Path
+from typing import Any
+
+import psutil
 
 from tripkit import __version__
+from tripkit.devstack.stack import LocalStack
+
+
+def preferences(bundles: int) -> dict[str, Any]:
+    """The generation request both benchmarks send (camelCase, as the API takes it)."""
+    return {
+        "interests": ["food", "museums"],
+        "tripLengthDays": 3,
+        "budget": 1500,
+        "bundleCount": bundles,
+    }
+
+
+def percentile(values: list[float], p: float) -> float:
+    """Nearest-rank percentile; NaN for no values."""
+    if not values:
+        return math.nan
+    ordered = sorted(values)
+    return ordered[max(1, math.ceil(p / 100 * len(ordered))) - 1]
+
+
+def cpu_seconds(stack: LocalStack) -> dict[str, float]:
+    """CPU time (user + system) used so far by each service process and its children."""
+    used = {}
+    for name, service in stack.services.items():
+        if service.proc is None:
+            continue
+        try:
+            proc = psutil.Process(service.proc.pid)
+            procs = [proc, *proc.children(recursive=True)]
+            used[name] = sum(p.cpu_times().user + p.cpu_times().system for p in procs)
+        except psutil.Error:
+            used[name] = math.nan
+    return used
 
 
 def machine() -> str:
