@@ -6,7 +6,10 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.tripkit-installed
 
-.PHONY: demo test bench lint typecheck check clean
+#: Everything ruff reads: the package, the tests, the benchmarks and the notebooks.
+SOURCES := tripkit tests bench notebooks
+
+.PHONY: demo test bench lint format typecheck check clean
 
 $(STAMP): pyproject.toml
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "tripkit needs Python >= 3.11 (set PYTHON=python3.x)")'
@@ -25,8 +28,13 @@ bench: $(STAMP)
 	$(BIN)/python bench/burst.py
 
 lint: $(STAMP)
-	$(BIN)/ruff check tripkit tests
-	$(BIN)/ruff format --check tripkit tests
+	$(BIN)/ruff check $(SOURCES)
+	$(BIN)/ruff format --check $(SOURCES)
+	$(BIN)/lint-imports
+
+format: $(STAMP)
+	$(BIN)/ruff check --fix $(SOURCES)
+	$(BIN)/ruff format $(SOURCES)
 
 typecheck: $(STAMP)
 	$(BIN)/mypy

@@ -79,10 +79,10 @@ def test_a_burst_against_a_frozen_redis_leaves_the_app_answering_at_once(
     try:
         seen: Counter[str] = Counter()
         for _ in range(3):
-            freezer.execute_command("CLIENT", "PAUSE", "1500", "ALL")
+            freezer.client_pause(1500)
             seen += asyncio.run(burst(stack.api_url, session_id, 200))
     finally:
-        freezer.execute_command("CLIENT", "UNPAUSE")
+        freezer.client_unpause()
         freezer.close()
     # the burst hurt: clients gave up, and the app said it was unavailable (503)
     assert seen["gave up"] > 0 and seen["503"] > 0, seen
@@ -104,7 +104,7 @@ def test_a_burst_against_a_frozen_redis_leaves_the_app_answering_at_once(
 def test_a_busy_store_answers_503_with_retry_after(tight_stack: LocalStack) -> None:
     stack = tight_stack
     freezer = redis.Redis.from_url(stack.redis_url)
-    freezer.execute_command("CLIENT", "PAUSE", "1500", "ALL")
+    freezer.client_pause(1500)
     try:
 
         async def flood() -> list[httpx.Response]:
@@ -115,7 +115,7 @@ def test_a_busy_store_answers_503_with_retry_after(tight_stack: LocalStack) -> N
 
         responses = asyncio.run(flood())
     finally:
-        freezer.execute_command("CLIENT", "UNPAUSE")
+        freezer.client_unpause()
         freezer.close()
     busy = [r for r in responses if r.status_code == 503 and r.headers.get("retry-after")]
     assert busy, Counter(r.status_code for r in responses)

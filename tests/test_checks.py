@@ -137,7 +137,7 @@ async def _keys(stack: LocalStack, pattern: str) -> list[bytes]:
 
     client = aioredis.Redis.from_url(stack.redis_url)
     try:
-        return list(await client.keys(pattern))
+        return [k if isinstance(k, bytes) else k.encode() for k in await client.keys(pattern)]
     finally:
         await client.aclose()
 

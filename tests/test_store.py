@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import time
 import uuid
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 
 import pytest
 import redis
@@ -13,7 +13,7 @@ from tripkit import keys
 from tripkit.devstack.redis_server import EmbeddedRedis
 from tripkit.devstack.rest_gateway import BackgroundGateway
 from tripkit.errors import InvalidSessionId, RedisTimeout, RedisUnavailable, SessionNotFound
-from tripkit.models import Bundle, Preferences, RunRecord, Status, Summary
+from tripkit.models import Bundle, Preferences, RunRecord, Session, Status, Summary
 from tripkit.store import SessionStore
 from tripkit.transport import Transport
 from tripkit.transport.resp import RespTransport
@@ -33,8 +33,8 @@ def bundle(i: int) -> Bundle:
 
 @pytest.fixture(params=["resp", "rest"])
 async def transport(
-    request: pytest.FixtureRequest, redis_url: str, rest_gateway
-) -> AsyncIterator[Transport]:  # type: ignore[no-untyped-def]
+    request: pytest.FixtureRequest, redis_url: str, rest_gateway: BackgroundGateway
+) -> AsyncIterator[Transport]:
     t: Transport
     if request.param == "resp":
         t = RespTransport(redis_url, timeout=3)
@@ -176,10 +176,11 @@ async def test_redis_stopped_mid_test_gives_a_typed_error_without_hanging(kind: 
         store = SessionStore(t, ttl=TTL)
         s = await store.create(PREFS)
         server.stop()
-        for operation in (
+        operations: list[Callable[[], Awaitable[Session]]] = [
             lambda: store.get(s.session_id),
             lambda: store.add_summary(s, summary(0)),
-        ):
+        ]
+        for operation in operations:
             started = time.monotonic()
             with pytest.raises((RedisUnavailable, RedisTimeout)) as info:
                 await operation()

@@ -42,6 +42,12 @@ class Recorder:
             return self.counts.get(key, 0)
 
 
+def _seconds(ctx: inngest.Context, default: float) -> float:
+    """The event's ``seconds`` field (how long a step takes), or ``default``."""
+    value = ctx.event.data.get("seconds", default)
+    return float(value) if isinstance(value, int | float | str) else default
+
+
 def build_app(
     *,
     api_base_url: str,
@@ -154,7 +160,7 @@ def build_app(
             return time.time()
 
         before = await ctx.step.run("before", mark, "before")
-        await ctx.step.sleep("nap", timedelta(seconds=float(ctx.event.data.get("seconds", 1))))
+        await ctx.step.sleep("nap", timedelta(seconds=_seconds(ctx, 1)))
         after = await ctx.step.run("after", mark, "after")
         return {"slept": after - before}
 
@@ -176,7 +182,7 @@ def build_app(
     async def slow(ctx: inngest.Context) -> str:
         async def crawl() -> str:
             rec.hit(key(ctx, "crawl"))
-            await asyncio.sleep(float(ctx.event.data.get("seconds", 1)))
+            await asyncio.sleep(_seconds(ctx, 1))
             return "late"
 
         return await ctx.step.run("crawl", crawl)
@@ -185,7 +191,7 @@ def build_app(
         """A step that records when it starts and ends, in event-independent keys too."""
         rec.hit(f"{what}.start")
         rec.hit(key(ctx, "start"))
-        await asyncio.sleep(float(ctx.event.data.get("seconds", 0.2)))
+        await asyncio.sleep(_seconds(ctx, 0.2))
         rec.hit(key(ctx, "end"))
         rec.hit(f"{what}.end")
 

@@ -195,7 +195,9 @@ async def wait_runs_started(base: str, event_id: str, timeout: float = 10.0) -> 
             await asyncio.sleep(0.01)
 
 
-async def run_one(base: str, name: str, data: dict[str, Any] | None = None, **kw: Any) -> dict:
+async def run_one(
+    base: str, name: str, data: dict[str, Any] | None = None, **kw: Any
+) -> dict[str, Any]:
     event_id = await send(base, name, data, **kw)
     runs = await wait_runs(base, event_id)
     assert len(runs) == 1, runs
@@ -827,4 +829,5 @@ def test_answers_that_are_not_from_the_sdk() -> None:
     assert classify(200, sdk, b"<html>").error["name"] == "ProtocolError"
     signed = Engine(fast_config(1, signing_key=KEY))
     response = httpx.Response(200, headers=sdk, content=b"{}")
-    assert signed.caller.classify(response, sent).error["name"] == "SignatureInvalid"
+    invalid = signed.caller.classify(response, sent).error
+    assert invalid is not None and invalid["name"] == "SignatureInvalid"

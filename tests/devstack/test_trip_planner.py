@@ -10,7 +10,6 @@ import pytest
 from tripkit.devstack.trip_planner import (
     NOT_A_TRIP_REPLY,
     BundleTask,
-    Outline,
     PlanTask,
     answer,
     load_dataset,
@@ -18,7 +17,7 @@ from tripkit.devstack.trip_planner import (
     parse_task,
     plan,
 )
-from tripkit.models import MAX_BUNDLES, MAX_TRIP_DAYS, Bundle, Preferences, Summary
+from tripkit.models import MAX_BUNDLES, MAX_TRIP_DAYS, Bundle, Outline, Preferences, Summary
 
 
 def prefs(**changes: Any) -> Preferences:

@@ -59,11 +59,10 @@ def gateway_process(redis_url: str) -> Iterator[tuple[str, str]]:
 async def transport(
     request: pytest.FixtureRequest, redis_url: str, gateway_process: tuple[str, str]
 ) -> AsyncIterator[Transport]:
-    options = {"timeout": TIMEOUT, "max_connections": SLOTS, "pool_wait": 0.3}
     t: Transport = (
-        RestTransport(*gateway_process, **options)
+        RestTransport(*gateway_process, timeout=TIMEOUT, max_connections=SLOTS, pool_wait=0.3)
         if request.param == "rest"
-        else RespTransport(redis_url, **options)
+        else RespTransport(redis_url, timeout=TIMEOUT, max_connections=SLOTS, pool_wait=0.3)
     )
     yield t
     await t.aclose()
@@ -73,7 +72,7 @@ async def transport(
 def freezer(redis_url: str) -> Iterator[redis.Redis]:
     client = redis.Redis.from_url(redis_url)
     yield client
-    client.execute_command("CLIENT", "UNPAUSE")
+    client.client_unpause()
     client.close()
 
 
@@ -91,7 +90,7 @@ async def test_bursts_of_timed_out_and_cancelled_calls_leave_the_transport_answe
             errors[type(exc).__name__] += 1
 
     for _ in range(3):
-        freezer.execute_command("CLIENT", "PAUSE", "1200", "ALL")  # Redis stops answering
+        freezer.client_pause(1200)  # Redis stops answering
         for _ in range(3):
             # More calls than the old pool had connections (100): they had to wait for one.
             tasks = [asyncio.create_task(call()) for _ in range(200)]
@@ -105,7 +104,7 @@ async def test_bursts_of_timed_out_and_cancelled_calls_leave_the_transport_answe
     assert errors[RedisBusy.__name__] > 0, errors
     assert cancelled > 0
 
-    freezer.execute_command("CLIENT", "UNPAUSE")
+    freezer.client_unpause()
     await asyncio.sleep(TIMEOUT + 0.2)  # calls whose callers left end within the timeout
     assert transport.gate.in_flight == 0  # type: ignore[attr-defined]
 
@@ -120,7 +119,7 @@ async def test_bursts_of_timed_out_and_cancelled_calls_leave_the_transport_answe
 async def test_a_call_that_finds_every_connection_busy_fails_fast_and_says_what_to_do(
     transport: Transport, freezer: redis.Redis
 ) -> None:
-    freezer.execute_command("CLIENT", "PAUSE", "1500", "ALL")
+    freezer.client_pause(1500)
     holders = [asyncio.create_task(transport.execute("GET", "burst:key")) for _ in range(SLOTS)]
     await asyncio.sleep(0.05)
     started = time.monotonic()
@@ -136,7 +135,7 @@ async def test_a_call_that_finds_every_connection_busy_fails_fast_and_says_what_
 async def test_a_timed_out_call_is_not_sent_again(
     transport: Transport, freezer: redis.Redis
 ) -> None:
-    freezer.execute_command("CLIENT", "PAUSE", "1000", "ALL")
+    freezer.client_pause(1000)
     before = transport.counter.by_name["GET"]
     with pytest.raises(RedisTimeout):
         await transport.execute("GET", "burst:key", retry_safe=True)

@@ -11,6 +11,7 @@ import pytest
 import redis
 
 from tripkit.devstack.redis_server import EmbeddedRedis
+from tripkit.devstack.rest_gateway import BackgroundGateway
 from tripkit.errors import (
     CommandError,
     QuotaExceeded,
@@ -25,8 +26,8 @@ from tripkit.transport.rest import RestTransport
 
 @pytest.fixture(params=["resp", "rest"])
 async def transport(
-    request: pytest.FixtureRequest, redis_url: str, rest_gateway
-) -> AsyncIterator[Transport]:  # type: ignore[no-untyped-def]
+    request: pytest.FixtureRequest, redis_url: str, rest_gateway: BackgroundGateway
+) -> AsyncIterator[Transport]:
     t: Transport = (
         RespTransport(redis_url, timeout=3)
         if request.param == "resp"

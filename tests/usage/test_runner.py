@@ -132,17 +132,18 @@ def test_an_unknown_parameter_is_refused_before_running(tmp_path: Path) -> None:
 def test_a_cell_timeout_is_a_failure(tmp_path: Path) -> None:
     # A notebook whose cell certainly outlasts the timeout. Papermill marks the notebook
     # "completed" after a timeout; the error must still surface.
-    slow = nbformat.v4.new_notebook()
-    params = nbformat.v4.new_code_cell("data_source = 'csv'")
+    slow = nbformat.v4.new_notebook()  # type: ignore[no-untyped-call]  # nbformat is untyped
+    params = nbformat.v4.new_code_cell("data_source = 'csv'")  # type: ignore[no-untyped-call]
     params.metadata["tags"] = ["parameters"]
-    slow.cells = [params, nbformat.v4.new_code_cell("import time\ntime.sleep(30)")]
+    sleeper = nbformat.v4.new_code_cell("import time\ntime.sleep(30)")  # type: ignore[no-untyped-call]
+    slow.cells = [params, sleeper]
     slow.metadata["kernelspec"] = {
         "name": "python3",
         "display_name": "Python 3",
         "language": "python",
     }
     notebook = tmp_path / "slow.ipynb"
-    nbformat.write(slow, notebook)
+    nbformat.write(slow, notebook)  # type: ignore[no-untyped-call]
     out = tmp_path / "out"
     with pytest.raises(ReportError, match="did not finish: CellTimeoutError"):
         run_report(out, parameters={"data_source": "csv"}, timeout=2, notebook=notebook)
