@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -13,10 +17,13 @@ from tripkit.devstack.testing import free_port
 from tripkit.models import RunRecord
 
 __all__ = [
+    "SERVICE_PREFIXES",
     "ModelControl",
+    "clean_env",
     "free_port",
     "generate_and_poll",
     "process_gone",
+    "run_cli",
     "run_record",
     "wait_final",
     "wait_until",
@@ -123,3 +130,38 @@ def run_record(session_id: str, **extra: Any) -> RunRecord:
         "completedAt": "2026-06-01T10:05:00+00:00",
     }
     return RunRecord.model_validate(record | extra)
+
+
+#: Variables that point at services or configure tripkit: a command under test runs
+#: without the caller's (a developer's shell may hold real credentials).
+SERVICE_PREFIXES = ("UPSTASH_", "REDIS_URL", "INNGEST_", "OPENAI_", "TRIPKIT_")
+
+
+def clean_env(env: Mapping[str, str] | None = None, **variables: str) -> dict[str, str]:
+    """This process's environment without :data:`SERVICE_PREFIXES`, plus ``env`` and
+    ``variables``."""
+    out = {k: v for k, v in os.environ.items() if not k.startswith(SERVICE_PREFIXES)}
+    out["PYTHONUNBUFFERED"] = "1"
+    out.update(env or {})
+    out.update(variables)
+    return out
+
+
+def run_cli(
+    *args: str,
+    cwd: Path,
+    timeout: float = 60.0,
+    env: Mapping[str, str] | None = None,
+    **variables: str,
+) -> subprocess.CompletedProcess[str]:
+    """``tripkit ARGS`` as a user runs it: a real process in ``cwd``, in a
+    :func:`clean_env` with ``env`` and ``variables`` set."""
+    return subprocess.run(
+        [sys.executable, "-m", "tripkit.cli", *args],
+        capture_output=True,
+        text=True,
+        env=clean_env(env, **variables),
+        cwd=cwd,
+        timeout=timeout,
+        stdin=subprocess.DEVNULL,
+    )

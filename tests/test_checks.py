@@ -7,14 +7,12 @@ import json
 import os
 import secrets
 import socket
-import subprocess
-import sys
 import time
 from collections.abc import Iterator, Mapping
 from pathlib import Path
 
 import pytest
-from helpers import free_port
+from helpers import SERVICE_PREFIXES, free_port, run_cli
 from pydantic import SecretStr
 
 from tripkit.checks import (
@@ -34,7 +32,6 @@ from tripkit.devstack.model_server import BackgroundServer, ModelServerConfig
 from tripkit.devstack.stack import LocalStack, StackConfig
 
 ALL_IDS = [i for _, ids in GUIDE_STEPS for i in ids]
-_SERVICE_PREFIXES = ("UPSTASH_", "REDIS_URL", "INNGEST_", "OPENAI_", "TRIPKIT_")
 
 
 # --- helpers ---------------------------------------------------------------------------------
@@ -44,7 +41,7 @@ _SERVICE_PREFIXES = ("UPSTASH_", "REDIS_URL", "INNGEST_", "OPENAI_", "TRIPKIT_")
 def clean_env(monkeypatch: pytest.MonkeyPatch) -> pytest.MonkeyPatch:
     """No service variable of the developer's leaks into a test."""
     for name in list(os.environ):
-        if name.startswith(_SERVICE_PREFIXES):
+        if name.startswith(SERVICE_PREFIXES):
             monkeypatch.delenv(name)
     return monkeypatch
 
@@ -61,20 +58,6 @@ def by_id(results: list[CheckResult]) -> dict[str, CheckResult]:
 
 def applies(results: list[CheckResult]) -> set[str]:
     return {d.entry for d in diagnose(results) if d.applies}
-
-
-def run_cli(*args: str, cwd: Path, env: Mapping[str, str]) -> subprocess.CompletedProcess[str]:
-    full = {k: v for k, v in os.environ.items() if not k.startswith(_SERVICE_PREFIXES)}
-    full.update(env)
-    return subprocess.run(
-        [sys.executable, "-m", "tripkit.cli", "check", *args],
-        capture_output=True,
-        text=True,
-        env=full,
-        cwd=cwd,
-        timeout=60,
-        stdin=subprocess.DEVNULL,
-    )
 
 
 def assert_no_secret(text: str, *values: str) -> None:
@@ -143,7 +126,7 @@ async def _keys(stack: LocalStack, pattern: str) -> list[bytes]:
 
 
 def test_cli_check_json_is_green_on_the_stack(stack: LocalStack, tmp_path: Path) -> None:
-    result = run_cli("--json", cwd=tmp_path, env=stack.env)
+    result = run_cli("check", "--json", cwd=tmp_path, env=stack.env)
     assert result.returncode == 0, result.stdout + result.stderr
     report = json.loads(result.stdout)
     assert [r["id"] for r in report["results"]] == ALL_IDS
@@ -370,7 +353,7 @@ def test_cli_check_exits_1_with_the_remedy_and_no_secret(stack: LocalStack, tmp_
         "TRIPKIT_REDIS_TRANSPORT": "rest",
         "INNGEST_SIGNING_KEY": "signkey_" + HEX,
     }
-    result = run_cli("--api-url", dead_url(), cwd=tmp_path, env=env)
+    result = run_cli("check", "--api-url", dead_url(), cwd=tmp_path, env=env)
     out = result.stdout + result.stderr
     assert result.returncode == 1, out
     assert "Check the Upstash credentials" in result.stdout

@@ -7,37 +7,17 @@ working directory, so no ``.env.local`` of the developer's is read.
 from __future__ import annotations
 
 import json
-import os
 import re
 import secrets
-import subprocess
-import sys
 from pathlib import Path
 
 import httpx
 import pytest
-from helpers import free_port
+from helpers import free_port, run_cli
 
 from tripkit.devstack.stack import LocalStack
 
 SIMPLE_PREFERENCES = {"interests": ["food"], "tripLengthDays": 2, "budget": 800, "bundleCount": 1}
-
-
-def run_cli(
-    *args: str, cwd: Path, timeout: float = 60.0, **env: str
-) -> subprocess.CompletedProcess[str]:
-    drop = ("UPSTASH_", "REDIS_URL", "INNGEST_", "OPENAI_", "TRIPKIT_")
-    full_env = {k: v for k, v in os.environ.items() if not k.startswith(drop)}
-    full_env.update(env)
-    return subprocess.run(
-        [sys.executable, "-m", "tripkit.cli", *args],
-        capture_output=True,
-        text=True,
-        env=full_env,
-        cwd=cwd,
-        timeout=timeout,
-        stdin=subprocess.DEVNULL,
-    )
 
 
 def settings_table(stdout: str) -> dict[str, str]:

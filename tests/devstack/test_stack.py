@@ -10,7 +10,6 @@ psutil that no service process outlives it. The app-restart test uses the sessio
 from __future__ import annotations
 
 import contextlib
-import os
 import queue
 import signal
 import subprocess
@@ -24,7 +23,7 @@ from pathlib import Path
 import httpx
 import psutil
 import pytest
-from helpers import free_port, process_gone, wait_final, wait_until
+from helpers import clean_env, free_port, process_gone, wait_final, wait_until
 
 from tripkit import keys
 from tripkit.constants import DEFAULT_KEY_PREFIX, FUNCTION_SLUG
@@ -47,15 +46,6 @@ SERVICES = ("redis_server", "rest_gateway", "executor", "model_server", "uvicorn
 WORKERS = default_workers()
 START_TIMEOUT = 60.0
 SIMPLE_PREFERENCES = {"interests": ["food"], "tripLengthDays": 2, "budget": 800, "bundleCount": 1}
-
-
-def clean_env(**extra: str) -> dict[str, str]:
-    """The test process's environment without anything that points at real services."""
-    drop = ("UPSTASH_", "REDIS_URL", "INNGEST_", "OPENAI_", "TRIPKIT_")
-    env = {k: v for k, v in os.environ.items() if not k.startswith(drop)}
-    env["PYTHONUNBUFFERED"] = "1"
-    env.update(extra)
-    return env
 
 
 @dataclass
@@ -299,7 +289,7 @@ def test_real_credentials_in_env_and_dotenv_do_not_reach_the_stack(tmp_path: Pat
     dotenv = "\n".join(f"{k}={v}" for k, v in LEAKY.items())
     (tmp_path / ".env.local").write_text(dotenv + "\n")
     (tmp_path / ".env").write_text(dotenv + "\n")
-    env = clean_env(**LEAKY)
+    env = clean_env(LEAKY)
 
     with tripkit_dev("--port", "0", "--chunk-delay", "0", env=env, cwd=tmp_path) as dev:
         printed = dev.env

@@ -5,15 +5,13 @@ from __future__ import annotations
 
 import math
 import os
-import subprocess
-import sys
 import time
 from pathlib import Path
 from typing import Any
 
 import pytest
 import redis
-from helpers import generate_and_poll, run_record
+from helpers import generate_and_poll, run_cli, run_record
 
 from tripkit import keys
 from tripkit.devstack.stack import LocalStack
@@ -80,18 +78,8 @@ async def test_harvest_from_redis_writes_the_history(
 
 
 def test_harvest_command_for_cron(stack: LocalStack, tmp_path: Path) -> None:
-    drop = ("UPSTASH_", "REDIS_URL", "INNGEST_", "OPENAI_", "TRIPKIT_")
-    env = {k: v for k, v in os.environ.items() if not k.startswith(drop)}
-    env.update(stack.env)
     csv = tmp_path / "runs.csv"
-    result = subprocess.run(
-        [sys.executable, "-m", "tripkit.cli", "harvest", str(csv)],
-        capture_output=True,
-        text=True,
-        env=env,
-        cwd=tmp_path,
-        timeout=60,
-    )
+    result = run_cli("harvest", str(csv), cwd=tmp_path, env=stack.env)
     assert result.returncode == 0, result.stderr
     assert result.stdout.startswith("harvested ") and csv.exists()
     assert stack.rest_token not in result.stdout + result.stderr

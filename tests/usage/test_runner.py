@@ -4,17 +4,16 @@ clear line, exit 2."""
 
 from __future__ import annotations
 
-import os
 import re
 import shutil
 import subprocess
-import sys
 from datetime import UTC, date, datetime
 from pathlib import Path
 
 import nbformat
 import pandas as pd
 import pytest
+from helpers import run_cli
 
 from tripkit.usage.runner import ReportError, parse_value, report_paths, run_report
 
@@ -22,19 +21,9 @@ ROOT = Path(__file__).resolve().parents[2]
 EXAMPLE_CSV = ROOT / "reports" / "data" / "example-runs.csv"
 
 
-def run_cli(*args: str, cwd: Path, timeout: float = 180.0) -> subprocess.CompletedProcess[str]:
-    """``tripkit report`` without the caller's service variables, in a fresh directory."""
-    drop = ("UPSTASH_", "REDIS_URL", "INNGEST_", "OPENAI_", "TRIPKIT_")
-    env = {k: v for k, v in os.environ.items() if not k.startswith(drop)}
-    return subprocess.run(
-        [sys.executable, "-m", "tripkit.cli", "report", *args],
-        capture_output=True,
-        text=True,
-        env=env,
-        cwd=cwd,
-        timeout=timeout,
-        stdin=subprocess.DEVNULL,
-    )
+def report(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
+    """``tripkit report ARGS``, without the caller's service variables."""
+    return run_cli("report", *args, cwd=cwd, timeout=180)
 
 
 @pytest.fixture
@@ -51,7 +40,7 @@ def test_report_makes_a_dated_notebook_and_code_free_html(
 ) -> None:
     csv, day = history
     out = tmp_path / "out"
-    result = run_cli(
+    result = report(
         "--output-dir",
         str(out),
         "-p",
@@ -98,7 +87,7 @@ def test_a_broken_parameter_fails_with_one_clear_line(
 ) -> None:
     csv, _ = history
     out = tmp_path / "out"
-    result = run_cli(
+    result = report(
         "--output-dir",
         str(out),
         "-p",
@@ -122,7 +111,7 @@ def test_a_broken_parameter_fails_with_one_clear_line(
 
 
 def test_an_unknown_parameter_is_refused_before_running(tmp_path: Path) -> None:
-    result = run_cli("--output-dir", str(tmp_path), "-p", "plan", "guide", cwd=tmp_path)
+    result = report("--output-dir", str(tmp_path), "-p", "plan", "guide", cwd=tmp_path)
     assert result.returncode == 2
     assert "Unknown report parameter(s): plan." in result.stderr
     assert "plan_profile" in result.stderr and "Traceback" not in result.stderr
