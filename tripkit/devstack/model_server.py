@@ -13,12 +13,11 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import math
 import secrets
 import sys
 import time
 from collections import Counter
-from collections.abc import AsyncIterator, Iterator, Sequence
+from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -28,16 +27,25 @@ from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
-from starlette.types import ASGIApp, Receive, Scope, Send
+from starlette.types import ASGIApp
 
 from tripkit.devstack import serving
+from tripkit.devstack.openai_wire import (
+    ChatRequest,
+    Completion,
+    EventStream,
+    bad_key,
+    error_response,
+    pieces,
+    sse,
+    token_usage,
+    validation_error,
+)
 from tripkit.devstack.trip_planner import NOT_A_TRIP_REPLY, BundleTask, PlanTask, answer, parse_task
 from tripkit.errors import ConfigError
 
 DEFAULT_MODELS = ("gpt-4o-mini", "gpt-4.1-mini", "gpt-5-mini", "gpt-5.4-mini", "gpt-5.4-nano")
 _MODEL_CREATED = 1_700_000_000  # a fixed date, so model listings are reproducible
-_CHARS_PER_TOKEN = 4
-_FINGERPRINT = "fp_tripkit_devstack"
 
 TaskName = Literal["plan", "bundle", "other"]
 
@@ -149,72 +157,11 @@ class _State:
         }
 
 
-# --- the OpenAI request and error shapes -------------------------------------------------
-
-
-class _Message(BaseModel):
-    model_config = ConfigDict(extra="allow")
-
-    role: Literal["system", "developer", "user", "assistant", "tool", "function"]
-    content: str | list[dict[str, Any]] | None = None
-
-    @property
-    def text(self) -> str:
-        if isinstance(self.content, str):
-            return self.content
-        parts = self.content or []
-        return "".join(str(p.get("text", "")) for p in parts if p.get("type") == "text")
-
-
-class _StreamOptions(BaseModel):
-    model_config = ConfigDict(extra="allow")
-
-    include_usage: bool = False
-
-
-class _ChatRequest(BaseModel):
-    model_config = ConfigDict(extra="allow")
-
-    model: str
-    messages: list[_Message] = Field(min_length=1)
-    stream: bool | None = False
-    stream_options: _StreamOptions | None = None
-
-
-def _error(
-    status: int,
-    message: str,
-    *,
-    type_: str = "invalid_request_error",
-    param: str | None = None,
-    code: str | None = None,
-    headers: dict[str, str] | None = None,
-) -> JSONResponse:
-    body = {"error": {"message": message, "type": type_, "param": param, "code": code}}
-    return JSONResponse(body, status_code=status, headers=headers)
-
-
-def _mask(key: str) -> str:
-    """OpenAI's way of naming a key without revealing it: a few ends, stars between."""
-    if len(key) < 12:
-        return "*" * len(key)
-    return f"{key[:3]}{'*' * (len(key) - 7)}{key[-4:]}"
-
-
-def _bad_key(key: str) -> JSONResponse:
-    return _error(
-        401,
-        f"Incorrect API key provided: {_mask(key)}. You can find your API key at "
-        "https://platform.openai.com/account/api-keys.",
-        code="invalid_api_key",
-    )
-
-
 def _fault_response(fault: Fault, model: str, key: str) -> JSONResponse:
     status = fault.status or 500
     headers = {"retry-after": f"{fault.retry_after:g}"} if fault.retry_after is not None else None
     if status == 401 and fault.message is None:
-        return _bad_key(key)
+        return bad_key(key)
     if status == 429:
         wait = fault.retry_after if fault.retry_after is not None else 20
         message = (
@@ -227,171 +174,13 @@ def _fault_response(fault: Fault, model: str, key: str) -> JSONResponse:
         type_, code = "server_error", None
     else:
         message, type_, code = f"Injected fault: HTTP {status}.", "invalid_request_error", None
-    return _error(
+    return error_response(
         status,
         fault.message or message,
         type_=type_,
         code=fault.code or code,
         headers=headers,
     )
-
-
-def _validation_error(err: ValidationError) -> JSONResponse:
-    first = err.errors()[0]
-    param = "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in first["loc"]).lstrip(".")
-    if first["type"] == "missing":
-        return _error(
-            400,
-            f"Missing required parameter: '{param}'.",
-            param=param,
-            code="missing_required_parameter",
-        )
-    return _error(
-        400,
-        f"Invalid value for '{param or 'body'}': {first['msg']}.",
-        param=param or None,
-        code="invalid_value",
-    )
-
-
-# --- the completion itself --------------------------------------------------------------
-
-
-def _tokens(text: str) -> int:
-    return math.ceil(len(text) / _CHARS_PER_TOKEN)
-
-
-def _usage(messages: Sequence[_Message], reply: str) -> dict[str, Any]:
-    """A deterministic estimate: about four characters per token, plus per-message overhead."""
-    prompt = 3 + sum(4 + _tokens(m.role) + _tokens(m.text) for m in messages)
-    completion = max(1, _tokens(reply))
-    return {
-        "prompt_tokens": prompt,
-        "completion_tokens": completion,
-        "total_tokens": prompt + completion,
-        "prompt_tokens_details": {"cached_tokens": 0, "audio_tokens": 0},
-        "completion_tokens_details": {
-            "reasoning_tokens": 0,
-            "audio_tokens": 0,
-            "accepted_prediction_tokens": 0,
-            "rejected_prediction_tokens": 0,
-        },
-    }
-
-
-def _pieces(text: str, most: int) -> Iterator[str]:
-    """Split ``text`` into pieces of 1..``most`` characters, sizes varying deterministically."""
-    start = 0
-    for n in range(len(text)):
-        if start >= len(text):
-            return
-        size = 1 + (n * 5 + 3) % most
-        yield text[start : start + size]
-        start += size
-
-
-@dataclass(frozen=True)
-class _Completion:
-    id: str
-    model: str
-    created: int
-    reply: str
-    usage: dict[str, Any]
-
-    def chunk(
-        self,
-        delta: dict[str, Any],
-        *,
-        finish: str | None = None,
-        include_usage: bool = False,
-    ) -> bytes:
-        body: dict[str, Any] = {
-            "id": self.id,
-            "object": "chat.completion.chunk",
-            "created": self.created,
-            "model": self.model,
-            "service_tier": "default",
-            "system_fingerprint": _FINGERPRINT,
-            "choices": [{"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish}],
-        }
-        if include_usage:
-            body["usage"] = None
-        return _sse(body)
-
-    def usage_chunk(self) -> bytes:
-        return _sse(
-            {
-                "id": self.id,
-                "object": "chat.completion.chunk",
-                "created": self.created,
-                "model": self.model,
-                "service_tier": "default",
-                "system_fingerprint": _FINGERPRINT,
-                "choices": [],
-                "usage": self.usage,
-            }
-        )
-
-    def whole(self) -> dict[str, Any]:
-        message: dict[str, Any] = {
-            "role": "assistant",
-            "content": self.reply,
-            "refusal": None,
-            "annotations": [],
-        }
-        return {
-            "id": self.id,
-            "object": "chat.completion",
-            "created": self.created,
-            "model": self.model,
-            "choices": [
-                {"index": 0, "message": message, "logprobs": None, "finish_reason": "stop"}
-            ],
-            "usage": self.usage,
-            "service_tier": "default",
-            "system_fingerprint": _FINGERPRINT,
-        }
-
-
-def _sse(body: dict[str, Any] | str) -> bytes:
-    data = body if isinstance(body, str) else json.dumps(body, separators=(",", ":"))
-    return f"data: {data}\n\n".encode()
-
-
-class _EventStream(Response):
-    """SSE whose events may end in ``None``: then the connection drops without a clean end."""
-
-    media_type = "text/event-stream"
-
-    def __init__(self, events: AsyncIterator[bytes | None]) -> None:
-        self._events = events
-        self.status_code = 200
-        self.background = None
-        self.init_headers({"cache-control": "no-cache", "x-accel-buffering": "no"})
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        # uvicorn drops writes to a closed connection silently, so watch for the client
-        # going away (the app was killed mid-stream): a stream nobody read is not "served".
-        gone = asyncio.Event()
-
-        async def watch() -> None:
-            while (await receive())["type"] != "http.disconnect":
-                pass
-            gone.set()
-
-        watcher = asyncio.create_task(watch())
-        try:
-            await send({"type": "http.response.start", "status": 200, "headers": self.raw_headers})
-            async for event in self._events:
-                if event is None:
-                    return  # uvicorn closes the connection mid-body, as a network cut would
-                if gone.is_set():
-                    return
-                await send({"type": "http.response.body", "body": event, "more_body": True})
-            await send({"type": "http.response.body", "body": b"", "more_body": False})
-        finally:
-            watcher.cancel()
-            await self._events.aclose()  # type: ignore[attr-defined]
 
 
 # --- the app ------------------------------------------------------------------------------
@@ -407,18 +196,18 @@ def create_app(settings: ModelServerConfig) -> ASGIApp:
         scheme, _, key = request.headers.get("authorization", "").partition(" ")
         key = key.strip()
         if scheme.lower() != "bearer" or not key:
-            return "", _error(
+            return "", error_response(
                 401,
                 "You didn't provide an API key. You need to provide your API key in an "
                 "Authorization header using Bearer auth (i.e. Authorization: Bearer YOUR_KEY).",
                 code="invalid_api_key",
             )
         if wanted_key is not None and not secrets.compare_digest(key, wanted_key):
-            return key, _bad_key(key)
+            return key, bad_key(key)
         return key, None
 
     def no_model(model: str) -> JSONResponse:
-        return _error(
+        return error_response(
             404,
             f"The model `{model}` does not exist or you do not have access to it.",
             param="model",
@@ -434,19 +223,19 @@ def create_app(settings: ModelServerConfig) -> ASGIApp:
             state.record("unknown", None, "401")
             return denied
         try:
-            body = _ChatRequest.model_validate_json(await request.body())
+            body = ChatRequest.model_validate_json(await request.body())
         except ValidationError as err:
             state.record("unknown", None, "400")
             if any(e["type"] == "json_invalid" for e in err.errors()):
-                return _error(400, "We could not parse the JSON body of your request.")
-            return _validation_error(err)
+                return error_response(400, "We could not parse the JSON body of your request.")
+            return validation_error(err)
         if body.model not in models:
             state.record("unknown", None, "404", model=body.model)
             return no_model(body.model)
         stream = bool(body.stream)
         if body.stream_options is not None and not stream:
             state.record("unknown", None, "400", model=body.model)
-            return _error(
+            return error_response(
                 400,
                 "The 'stream_options' parameter is only allowed when 'stream' is enabled.",
                 param="stream_options",
@@ -467,12 +256,12 @@ def create_app(settings: ModelServerConfig) -> ASGIApp:
             return _fault_response(fault, body.model, key)
 
         reply = answer(task) if task is not None else NOT_A_TRIP_REPLY
-        completion = _Completion(
+        completion = Completion(
             id=f"chatcmpl-{secrets.token_hex(12)}",
             model=body.model,
             created=int(time.time()),
             reply=reply,
-            usage=_usage(body.messages, reply),
+            usage=token_usage(body.messages, reply),
         )
         if not stream:
             state.record(name, index, "ok", model=body.model)
@@ -485,7 +274,7 @@ def create_app(settings: ModelServerConfig) -> ASGIApp:
             yield completion.chunk(
                 {"role": "assistant", "content": "", "refusal": None}, include_usage=include_usage
             )
-            for sent, piece in enumerate(_pieces(reply, settings.chunk_size)):
+            for sent, piece in enumerate(pieces(reply, settings.chunk_size)):
                 if cut is not None and sent == cut.cut_after_chunks:
                     state.record(name, index, "cut", model=body.model, stream=True)
                     if cut.cut_mode == "abort":
@@ -498,9 +287,9 @@ def create_app(settings: ModelServerConfig) -> ASGIApp:
             if include_usage:
                 yield completion.usage_chunk()
             state.record(name, index, "ok", model=body.model, stream=True)
-            yield _sse("[DONE]")
+            yield sse("[DONE]")
 
-        return _EventStream(events())
+        return EventStream(events())
 
     async def list_models(request: Request) -> Response:
         _, denied = check_key(request)
@@ -522,7 +311,7 @@ def create_app(settings: ModelServerConfig) -> ASGIApp:
                 items = raw if isinstance(raw, list) else [raw]
                 new = [Fault.model_validate(item) for item in items]
             except (ValueError, ValidationError) as err:
-                return _error(422, f"Invalid fault: {err}")
+                return error_response(422, f"Invalid fault: {err}")
             state.faults += [_Armed(f, f.times) for f in new]
         elif request.method == "DELETE":
             state.faults.clear()
@@ -543,7 +332,7 @@ def create_app(settings: ModelServerConfig) -> ASGIApp:
 
     async def not_found(request: Request, exc: Exception) -> Response:
         status = exc.status_code if isinstance(exc, HTTPException) else 404
-        return _error(status, f"Invalid URL ({request.method} {request.url.path})")
+        return error_response(status, f"Invalid URL ({request.method} {request.url.path})")
 
     return Starlette(
         routes=[
