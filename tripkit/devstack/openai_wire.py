@@ -146,6 +146,17 @@ class Completion:
     reply: str
     usage: dict[str, Any]
 
+    def _chunk(self, choices: list[dict[str, Any]]) -> dict[str, Any]:
+        return {
+            "id": self.id,
+            "object": "chat.completion.chunk",
+            "created": self.created,
+            "model": self.model,
+            "service_tier": "default",
+            "system_fingerprint": FINGERPRINT,
+            "choices": choices,
+        }
+
     def chunk(
         self,
         delta: dict[str, Any],
@@ -153,32 +164,16 @@ class Completion:
         finish: str | None = None,
         include_usage: bool = False,
     ) -> bytes:
-        body: dict[str, Any] = {
-            "id": self.id,
-            "object": "chat.completion.chunk",
-            "created": self.created,
-            "model": self.model,
-            "service_tier": "default",
-            "system_fingerprint": FINGERPRINT,
-            "choices": [{"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish}],
-        }
+        """One streamed piece of the answer (``usage: null`` when usage was asked for)."""
+        choice = {"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish}
+        body = self._chunk([choice])
         if include_usage:
             body["usage"] = None
         return sse(body)
 
     def usage_chunk(self) -> bytes:
-        return sse(
-            {
-                "id": self.id,
-                "object": "chat.completion.chunk",
-                "created": self.created,
-                "model": self.model,
-                "service_tier": "default",
-                "system_fingerprint": FINGERPRINT,
-                "choices": [],
-                "usage": self.usage,
-            }
-        )
+        """The last chunk of a stream that asked for usage: no choices, the usage."""
+        return sse({**self._chunk([]), "usage": self.usage})
 
     def whole(self) -> dict[str, Any]:
         message: dict[str, Any] = {
