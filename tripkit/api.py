@@ -189,19 +189,18 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     store = SessionStore.from_settings(settings)
     client = inngest_client(settings)
     model = ModelProvider(settings) if role != "api" else None
+    sender = EventSender(client) if role != "worker" else None
 
     # One client for the health probe of a local Inngest (a client per probe costs ~40 ms
     # of CPU to build), behind a gate like every pool here.
     probe = httpx.AsyncClient(timeout=2.0, limits=httpx.Limits(max_connections=PROBES))
     probes = Gate(PROBES, 2.0, busy=TripkitError)
 
-    closing: list[Callable[[], Awaitable[None]]] = []
-
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
         yield
-        for close in closing:
-            await close()
+        if sender is not None:
+            await sender.aclose()
         await store.aclose()
         await probes.drain(2.0)
         await probe.aclose()
@@ -214,9 +213,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.inngest = client
     _error_handlers(app)
 
-    if role in ("all", "api"):
-        sender = EventSender(client)
-        closing.append(sender.aclose)
+    if role != "worker":
 
         @app.post("/api/generate-bundles", status_code=202)
         async def generate_bundles(preferences: Preferences) -> Accepted:

@@ -207,18 +207,24 @@ class TokenUsage(WireModel):
         return self.prompt_tokens + self.completion_tokens
 
 
-class PlanOutput(WireModel):
-    """What the ``plan`` step returns (Inngest memoizes it): the session it marked
-    running, the outlines, the call's usage, the attempt it took."""
+class StepOutput(WireModel):
+    """What a step returns; Inngest memoizes it, and a run resumed after a redeploy reads
+    it back with the new code: fields it does not know are ignored, not refused."""
+
+    model_config = ConfigDict(extra="ignore")
+
+
+class PlanOutput(StepOutput):
+    """What the ``plan`` step returns: the session it marked running (with its start
+    time), the outlines, the call's usage, the attempt it took."""
 
     session: Session
     outlines: list[Outline]
     usage: TokenUsage
     attempt: int = Field(ge=0)
-    started_at: AwareDatetime | None = None
 
 
-class BundleOutput(WireModel):
+class BundleOutput(StepOutput):
     """What a ``bundle-<i>`` step returns: the session with its summary, the bundle."""
 
     session: Session
@@ -228,7 +234,7 @@ class BundleOutput(WireModel):
     summary_at: AwareDatetime
 
 
-class FinalOutput(WireModel):
+class FinalOutput(StepOutput):
     """What the ``finalize`` step (and so the run) returns."""
 
     session_id: str

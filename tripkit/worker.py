@@ -74,14 +74,7 @@ class Worker:
         async with _stop_when_hopeless():
             session = await self.store.mark_running(await self.store.get(session_id))
             outlines, usage = await self.model().plan(session.preferences)
-        output = PlanOutput(
-            session=session,
-            outlines=outlines,
-            usage=usage,
-            attempt=attempt,
-            started_at=session.started_at,
-        )
-        return _wire(output)
+        return _wire(PlanOutput(session=session, outlines=outlines, usage=usage, attempt=attempt))
 
     async def bundle(self, state: dict[str, Any], outline: Outline, attempt: int) -> dict[str, Any]:
         session = Session.model_validate(state)
@@ -154,7 +147,7 @@ def run_record(
         run_id=run_id,
         status=Status.RUNNING,
         queued_at=planned.session.created_at,
-        started_at=planned.started_at,
+        started_at=planned.session.started_at,
         first_summary_at=outputs[0].summary_at if outputs else None,
         summary_at=[o.summary_at for o in outputs],
         attempts={"plan": planned.attempt}

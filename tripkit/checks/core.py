@@ -122,11 +122,8 @@ class Context:
         return app_base(url) if url else None
 
     def need_serve_base(self) -> str:
-        if not (self.worker_url or self.api_url):
-            self.need_api_url()  # skips with the usual remedy
-        base = self.serve_base()
-        assert base is not None
-        return base
+        """:meth:`serve_base`, or a skip with the usual remedy when no URL is given."""
+        return app_base(self.worker_url) if self.worker_url else self.need_api_url()
 
 
 def app_base(url: str) -> str:

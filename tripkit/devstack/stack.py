@@ -33,7 +33,7 @@ from typing import IO, Literal
 
 import httpx
 
-from tripkit.devstack import process
+from tripkit.devstack import process, serving
 from tripkit.devstack.process import Managed
 from tripkit.devstack.serving import free_port
 from tripkit.errors import TripkitError
@@ -149,6 +149,11 @@ class Service:
             self._log = None
 
 
+def _role(name: str) -> str:
+    """The ``TRIPKIT_ROLE`` of an app process by its service name (``worker-2``: worker)."""
+    return "all" if name == "app" else name.split("-")[0]
+
+
 class LocalStack(Managed):
     """Start with ``with LocalStack() as stack:``; ``stack.env`` has the URLs and keys."""
 
@@ -262,9 +267,9 @@ class LocalStack(Managed):
         if self.config.shape == "split":
             # One listening socket for every worker process: the kernel hands each
             # connection to one of them, and a restarting worker loses no connection.
-            sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP)
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-            sock.bind(("127.0.0.1", 0))
+            sock = serving.listen(
+                "127.0.0.1", 0, what="The worker processes", hint="Is the machine out of ports?"
+            )
             sock.listen(2048)
             self._worker_socket = sock
             self.worker_url = f"http://127.0.0.1:{sock.getsockname()[1]}"
@@ -299,7 +304,7 @@ class LocalStack(Managed):
         return env
 
     def _start_app(self, name: str) -> None:
-        role = "all" if name == "app" else name.split("-")[0]
+        role = _role(name)
         pass_fds: tuple[int, ...] = ()
         if role == "worker":
             assert self._worker_socket is not None
@@ -356,7 +361,7 @@ class LocalStack(Managed):
         names = (
             self.app_services
             if self.config.shape == "single"
-            else [name for name in self.app_services if name.split("-")[0] == role]
+            else [name for name in self.app_services if _role(name) == role]
         )
         killed = []
         for name in names:

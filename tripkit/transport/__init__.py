@@ -16,7 +16,8 @@ from collections import Counter
 from typing import Protocol, TypeAlias
 
 from tripkit.config import Settings
-from tripkit.errors import CommandError, QuotaExceeded, RedisAuthError, StoreError
+from tripkit.errors import CommandError, QuotaExceeded, RedisAuthError, RedisBusy, StoreError
+from tripkit.gate import Gate
 
 Arg = str | bytes | int | float
 Reply: TypeAlias = "bytes | int | list[Reply] | None"
@@ -76,6 +77,12 @@ def error_from_reply(message: str) -> StoreError:
         return QuotaExceeded("Upstash's request limit is exceeded.")
     # Redis error text is about the command, never the credentials, so it is safe to show.
     return CommandError(f"Redis rejected a command: {message[:300]}")
+
+
+def redis_gate(where: str, max_connections: int, pool_wait: float) -> Gate:
+    """The gate in front of a transport's pool (see :mod:`tripkit.gate`): a caller that
+    finds all ``max_connections`` busy for ``pool_wait`` s gets :class:`RedisBusy`."""
+    return Gate(max_connections, pool_wait, busy=lambda why: RedisBusy(f"{where}: {why}."))
 
 
 def connect(settings: Settings) -> Transport:

@@ -7,7 +7,7 @@ callbacks are switched off so replies have the same shapes as on the REST transp
 
 The pool is bounded (redis-py's default opens a new connection for every concurrent
 command, so a burst becomes a burst of connections to Upstash), and calls pass the same
-:class:`~tripkit.transport.gate.Gate` as on REST: a fixed number in flight, a short wait
+:class:`~tripkit.gate.Gate` as on REST: a fixed number in flight, a short wait
 for a slot, and a caller's cancellation never lands inside redis-py.
 """
 
@@ -24,13 +24,11 @@ from tripkit.config import Settings, mask_url
 from tripkit.errors import (
     CommandError,
     ConfigError,
-    RedisBusy,
     RedisTimeout,
     RedisUnavailable,
     StoreError,
 )
-from tripkit.gate import Gate
-from tripkit.transport import Arg, CommandCounter, Reply, error_from_reply
+from tripkit.transport import Arg, CommandCounter, Reply, error_from_reply, redis_gate
 
 
 def _normalize(value: Any) -> Reply:
@@ -63,8 +61,7 @@ class RespTransport:
         self.counter = CommandCounter()
         self._where = mask_url(url)
         self.timeout = timeout
-        where = f"Redis at {self._where}"
-        self.gate = Gate(max_connections, pool_wait, busy=lambda why: RedisBusy(f"{where}: {why}."))
+        self.gate = redis_gate(f"Redis at {self._where}", max_connections, pool_wait)
         try:
             pool = aioredis.BlockingConnectionPool.from_url(
                 url,

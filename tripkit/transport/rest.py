@@ -37,13 +37,11 @@ from tripkit.errors import (
     CommandError,
     ConfigError,
     RedisAuthError,
-    RedisBusy,
     RedisTimeout,
     RedisUnavailable,
     StoreError,
 )
-from tripkit.gate import Gate
-from tripkit.transport import Arg, CommandCounter, Reply, error_from_reply
+from tripkit.transport import Arg, CommandCounter, Reply, error_from_reply, redis_gate
 
 
 def _arg(value: Arg) -> str:
@@ -97,8 +95,7 @@ class RestTransport:
             "Content-Type": "application/json",
         }
         self._sync_token: str | None = None
-        where = f"Upstash at {self.url}"
-        self.gate = Gate(max_connections, pool_wait, busy=lambda why: RedisBusy(f"{where}: {why}."))
+        self.gate = redis_gate(f"Upstash at {self.url}", max_connections, pool_wait)
         # Built on first use: aiohttp binds a session to the running event loop.
         self._session: aiohttp.ClientSession | None = None
 

@@ -19,7 +19,6 @@ The conversions to tables are pure; the I/O (the CSV, Redis) is in the last two 
 
 from __future__ import annotations
 
-import contextlib
 import json
 import math
 import os
@@ -33,7 +32,8 @@ from typing import TYPE_CHECKING, Any
 import pandas as pd
 from pydantic import ValidationError
 
-from tripkit import keys
+from tripkit import keys, sessions
+from tripkit.errors import StoreError
 from tripkit.models import RunRecord
 from tripkit.usage.plans import UsageError
 
@@ -198,33 +198,26 @@ def _run_record(raw: Any, doc: Any) -> HarvestedRecord | None:
         record = RunRecord.model_validate_json(raw)
     except ValidationError:
         return None
-    session = _session_fields(doc)
+    if not isinstance(doc, bytes):
+        return HarvestedRecord(record, record_bytes=len(raw))
+    try:
+        session = sessions.decode(doc)
+    except StoreError:  # not a session this tripkit can read: the record alone
+        return HarvestedRecord(record, record_bytes=len(raw), session_bytes=len(doc))
     # A failed run's record (written by ``on_failure``) has no timings: take the ones its
     # session still holds, so its duration and polls can be estimated too.
-    fields = record.model_dump()
-    fields["queued_at"] = record.queued_at or session.get("createdAt")
-    fields["started_at"] = record.started_at or session.get("startedAt")
-    with contextlib.suppress(ValidationError):  # a session with odd times adds nothing
-        record = RunRecord.model_validate(fields)
-    summaries = session.get("summaries")
+    record = record.model_copy(
+        update={
+            "queued_at": record.queued_at or session.created_at,
+            "started_at": record.started_at or session.started_at,
+        }
+    )
     return HarvestedRecord(
         record,
         record_bytes=len(raw),
-        session_bytes=len(doc) if isinstance(doc, bytes) else None,
-        summary_count=(
-            len(summaries) if not record.summary_at and isinstance(summaries, list) else None
-        ),
+        session_bytes=len(doc),
+        summary_count=None if record.summary_at else len(session.summaries),
     )
-
-
-def _session_fields(doc: Any) -> dict[str, Any]:
-    if not isinstance(doc, bytes):
-        return {}
-    try:
-        session = json.loads(doc)
-    except ValueError:
-        return {}
-    return session if isinstance(session, dict) else {}
 
 
 # --------------------------------------------------------------------------- service APIs
