@@ -199,6 +199,14 @@ def _and(items: Iterable[str]) -> str:
     return words[0] if len(words) == 1 else ", ".join(words[:-1]) + " and " + words[-1]
 
 
+def _dev_server_hint(ctx: Context, instead: str = "") -> str:
+    """The local alternative, offered only when the offline stack is what is checked: for
+    the real services a local endpoint is itself a failure."""
+    if not ctx.local_stack:
+        return ""
+    return f" For a local Inngest Dev Server set INNGEST_BASE_URL=http://127.0.0.1:8288{instead}."
+
+
 def _upstash_unset(ctx: Context, name: str, other: str) -> Stop:
     """An unset Upstash REST variable is fine when REDIS_URL replaces the pair."""
     if ctx.values.get("REDIS_URL") and not ctx.values.get(other):
@@ -272,9 +280,11 @@ def _local_remedy(ctx: Context, names: list[str]) -> str:
     )
 
 
-def _where(ctx: Context, name: str, value: str) -> str:
-    source = ctx.sources.get(name)
-    return f"{name} ({host_of(value)}" + (f", from {source})" if source else ")")
+def _where(ctx: Context, name: str, value: str, *, source: bool = True) -> str:
+    """``NAME (host:port, from <source>)``; the source is left out where the check's own
+    detail ends with it."""
+    came = ctx.sources.get(name) if source else None
+    return f"{name} ({host_of(value)}" + (f", from {came})" if came else ")")
 
 
 def _real_endpoint(ctx: Context, name: str, value: str, service: str) -> None:
@@ -282,15 +292,16 @@ def _real_endpoint(ctx: Context, name: str, value: str, service: str) -> None:
     where = reach(value)
     if where == "local":
         raise Fail(
-            f"{_where(ctx, name, value)} points at this machine, not {service}: the checks "
-            "would measure a local stack, and the deployed app cannot reach it.",
+            f"{_where(ctx, name, value, source=False)} points at this machine, not "
+            f"{service}: the checks would measure a local stack, and the deployed app cannot "
+            "reach it.",
             _local_remedy(ctx, [name]),
         )
     if where == "private":
         raise Stop(
             CheckStatus.WARN,
-            f"{_where(ctx, name, value)} is a private network address: only a deployment "
-            f"inside that network reaches it, and {service} is not there.",
+            f"{_where(ctx, name, value, source=False)} is a private network address: only a "
+            f"deployment inside that network reaches it, and {service} is not there.",
             f"Use {service}'s public endpoint unless the app runs in that network.",
         )
 
@@ -321,8 +332,7 @@ async def event_key(ctx: Context) -> Outcome:
         unset = Fail(
             f"{name} is not set: the app cannot send the event that starts a run.",
             "Inngest -> Settings -> Event Keys: copy the event key and store it as "
-            "INNGEST_EVENT_KEY (.env.local and Vercel). For a local Inngest Dev Server set "
-            "INNGEST_BASE_URL=http://127.0.0.1:8288 instead.",
+            "INNGEST_EVENT_KEY (.env.local and Vercel)." + _dev_server_hint(ctx, " instead"),
         )
     value = _read(ctx, name, unset)
     if value.startswith("signkey"):
@@ -394,8 +404,7 @@ async def signing_key(ctx: Context) -> Outcome:
             f"{name} is not set: without it the app runs in dev mode, talks to a local Inngest "
             "Dev Server (127.0.0.1:8288) and Inngest Cloud cannot call it.",
             "Inngest -> Settings -> Signing Keys: copy the key into INNGEST_SIGNING_KEY "
-            "(.env.local and Vercel). For a local Inngest Dev Server set "
-            "INNGEST_BASE_URL=http://127.0.0.1:8288.",
+            "(.env.local and Vercel)." + _dev_server_hint(ctx),
         )
     value = _read(ctx, name, unset)
     _check_signing_key(ctx, name, value)
