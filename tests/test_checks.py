@@ -27,6 +27,7 @@ from tripkit.checks import (
     select,
     summary_table,
 )
+from tripkit.checks.endpoints import reach
 from tripkit.config import Settings, load_settings
 from tripkit.devstack.model_server import BackgroundServer, ModelServerConfig
 from tripkit.devstack.stack import LocalStack, StackConfig
@@ -344,6 +345,34 @@ async def test_quotes_and_spaces_are_named_not_raised(
 
 
 # --- no false all-clear: the real services, and where each value came from --------------------
+
+
+@pytest.mark.parametrize(
+    ("url", "where"),
+    [
+        ("http://127.0.0.1:8079", "local"),
+        ("http://127.8.9.10", "local"),
+        ("http://localhost:8288", "local"),
+        ("https://LOCALHOST.", "local"),
+        ("http://[::1]:9000/v1", "local"),
+        ("http://0.0.0.0:8288", "local"),
+        ("http://my-mac.local:6379", "local"),
+        ("http://api.localhost", "local"),
+        ("http://169.254.1.2", "local"),
+        ("redis://:secret@127.0.0.1:6379/0", "local"),
+        ("http://10.0.0.5", "private"),
+        ("http://172.16.4.1:8080", "private"),
+        ("http://192.168.1.20:8288", "private"),
+        ("http://[fd00::1]", "private"),
+        ("http://redis.internal", "private"),
+        ("https://eu1-fine-cat.upstash.io", "public"),
+        ("https://api.openai.com/v1", "public"),
+        ("https://8.8.8.8", "public"),
+        ("not a url", "public"),
+    ],
+)
+def test_reach_tells_this_machine_from_a_private_network(url: str, where: str) -> None:
+    assert reach(url) == where
 
 
 async def test_real_mode_fails_local_endpoints_from_env_local(
