@@ -27,6 +27,7 @@ from tripkit.checks import (
     select,
     summary_table,
 )
+from tripkit.checks.endpoints import reach
 from tripkit.config import Settings, load_settings
 from tripkit.devstack.model_server import BackgroundServer, ModelServerConfig
 from tripkit.devstack.stack import LocalStack, StackConfig
@@ -76,7 +77,7 @@ async def test_every_check_passes_or_skips_on_the_stack(
     stack: LocalStack, clean_env: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
     settings = settings_from(stack.env, clean_env, tmp_path)  # TRIPKIT_API_URL from env
-    results = await run_checks(settings)
+    results = await run_checks(settings, local_stack=True)
     assert [r.id for r in results] == ALL_IDS
     bad = [
         (r.id, r.detail) for r in results if r.status not in (CheckStatus.PASS, CheckStatus.SKIP)
@@ -101,7 +102,9 @@ async def test_every_check_passes_or_skips_on_the_stack(
     assert got["inngest.signing"].status is CheckStatus.SKIP
     assert "dev mode, 1 function" in got["inngest.serve"].detail
     assert "of the 256 MB free-tier data size" in got["upstash.memory"].detail
-    assert got["config.OPENAI_API_KEY"].detail == f"Set (sk-…, {len(stack.openai_key)} chars)."
+    assert got["config.OPENAI_API_KEY"].detail == (
+        f"Set (sk-…, {len(stack.openai_key)} chars). Source: the environment."
+    )
     assert all(r.remedy == "" for r in results if r.status is CheckStatus.PASS)
     assert applies(results) == set()
     # the round trip cleaned up after itself
@@ -126,7 +129,7 @@ async def _keys(stack: LocalStack, pattern: str) -> list[bytes]:
 
 
 def test_cli_check_json_is_green_on_the_stack(stack: LocalStack, tmp_path: Path) -> None:
-    result = run_cli("check", "--json", cwd=tmp_path, env=stack.env)
+    result = run_cli("check", "--json", "--local", cwd=tmp_path, env=stack.env)
     assert result.returncode == 0, result.stdout + result.stderr
     report = json.loads(result.stdout)
     assert [r["id"] for r in report["results"]] == ALL_IDS
@@ -286,7 +289,15 @@ GOOD_SIGNING_KEY = f"signkey-test-{HEX}"
         ({"UPSTASH_REDIS_REST_URL": "http://eu1-fine-cat.upstash.io"},
          "config.UPSTASH_REDIS_REST_URL", CheckStatus.FAIL, "https only"),
         ({"UPSTASH_REDIS_REST_URL": "http://redis-gateway.internal"},
-         "config.UPSTASH_REDIS_REST_URL", CheckStatus.WARN, "unencrypted"),
+         "config.UPSTASH_REDIS_REST_URL", CheckStatus.WARN, "private network address"),
+        ({"UPSTASH_REDIS_REST_URL": "http://redis.acme.io"},
+         "config.UPSTASH_REDIS_REST_URL", CheckStatus.FAIL, "https only"),
+        ({"UPSTASH_REDIS_REST_URL": "https://127.0.0.1:8079"},
+         "config.UPSTASH_REDIS_REST_URL", CheckStatus.FAIL, "points at this machine"),
+        ({"UPSTASH_REDIS_REST_URL": "http://[::1]:8079"},
+         "config.UPSTASH_REDIS_REST_URL", CheckStatus.FAIL, "points at this machine"),
+        ({"UPSTASH_REDIS_REST_URL": "https://10.1.2.3"},
+         "config.UPSTASH_REDIS_REST_URL", CheckStatus.WARN, "private network address"),
         ({"UPSTASH_REDIS_REST_URL": "https://your-url.upstash.io"},
          "config.UPSTASH_REDIS_REST_URL", CheckStatus.FAIL, "placeholder"),
         ({"UPSTASH_REDIS_REST_URL": "https://eu1-fine-cat.upstash.io"},
@@ -331,6 +342,118 @@ async def test_quotes_and_spaces_are_named_not_raised(
     assert "wrapped in quotes" in results["config.OPENAI_API_KEY"].detail
     text = format_text(list(results.values()), [])
     assert_no_secret(text, HEX, "sk-quoted")
+
+
+# --- no false all-clear: the real services, and where each value came from --------------------
+
+
+@pytest.mark.parametrize(
+    ("url", "where"),
+    [
+        ("http://127.0.0.1:8079", "local"),
+        ("http://127.8.9.10", "local"),
+        ("http://localhost:8288", "local"),
+        ("https://LOCALHOST.", "local"),
+        ("http://[::1]:9000/v1", "local"),
+        ("http://0.0.0.0:8288", "local"),
+        ("http://my-mac.local:6379", "local"),
+        ("http://api.localhost", "local"),
+        ("http://169.254.1.2", "local"),
+        ("redis://:secret@127.0.0.1:6379/0", "local"),
+        ("http://10.0.0.5", "private"),
+        ("http://172.16.4.1:8080", "private"),
+        ("http://192.168.1.20:8288", "private"),
+        ("http://[fd00::1]", "private"),
+        ("http://redis.internal", "private"),
+        ("https://eu1-fine-cat.upstash.io", "public"),
+        ("https://api.openai.com/v1", "public"),
+        ("https://8.8.8.8", "public"),
+        ("not a url", "public"),
+    ],
+)
+def test_reach_tells_this_machine_from_a_private_network(url: str, where: str) -> None:
+    assert reach(url) == where
+
+
+async def test_real_mode_fails_local_endpoints_from_env_local(
+    stack: LocalStack, clean_env: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """A project's .env.local holding the offline stack's values: checked as the real
+    services, every endpoint on this machine fails, named with the file it came from,
+    though the services answer; checked as the stack, the same values pass."""
+    names = ("UPSTASH_REDIS_REST_URL", "INNGEST_BASE_URL", "OPENAI_BASE_URL", "OPENAI_API_KEY")
+    env_local = tmp_path / ".env.local"
+    env_local.write_text("".join(f"{n}={stack.env[n]}\n" for n in names))
+    token = stack.env["UPSTASH_REDIS_REST_TOKEN"]
+    clean_env.setenv("UPSTASH_REDIS_REST_TOKEN", token)
+
+    results = by_id(await check_environment(tmp_path, only=["config", "upstash.ping"]))
+    url = results["config.UPSTASH_REDIS_REST_URL"]
+    assert url.status is CheckStatus.FAIL
+    assert "points at this machine, not Upstash" in url.detail
+    assert url.detail.endswith(f"Source: {env_local}.") and url.detail.count(str(env_local)) == 1
+    assert "upstash.io" in url.remedy and "tripkit check --local" in url.remedy
+    overall = results["config.settings"]
+    assert overall.status is CheckStatus.FAIL
+    for name in ("INNGEST_BASE_URL", "OPENAI_BASE_URL"):
+        assert f"{name} (127.0.0.1:" in overall.detail
+    assert "point at this machine" in overall.detail and str(env_local) in overall.detail
+    assert "unset INNGEST_BASE_URL" in overall.remedy
+    # the token came from the environment; its value is never shown
+    assert results["config.UPSTASH_REDIS_REST_TOKEN"].status is CheckStatus.PASS
+    assert "Source: the environment." in results["config.UPSTASH_REDIS_REST_TOKEN"].detail
+    assert f"Source: {env_local}." in results["config.OPENAI_API_KEY"].detail
+    # the service itself answers: the configuration check is what stops the all-clear
+    assert results["upstash.ping"].status is CheckStatus.PASS
+    text = format_text(list(results.values()), diagnose(list(results.values())))
+    assert_no_secret(text, token, stack.openai_key)
+
+    local = by_id(await check_environment(tmp_path, only=["config"], local_stack=True))
+    assert local["config.settings"].status is CheckStatus.PASS
+    assert local["config.UPSTASH_REDIS_REST_URL"].status is CheckStatus.PASS
+    assert "the offline stack" in local["config.UPSTASH_REDIS_REST_URL"].detail
+
+
+async def test_an_exported_local_endpoint_is_blamed_on_the_environment(
+    clean_env: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """The environment wins over .env.local: the remedy says to unset the export."""
+    (tmp_path / ".env.local").write_text(
+        "INNGEST_BASE_URL=https://inngest.acme.io\n"
+        "UPSTASH_REDIS_REST_URL=https://eu1-fine-cat.upstash.io\n"
+        f"UPSTASH_REDIS_REST_TOKEN={HEX}\n"
+    )
+    clean_env.setenv("INNGEST_BASE_URL", "http://localhost:8288")
+    [result] = await check_environment(tmp_path, only=["config.settings"])
+    assert result.status is CheckStatus.FAIL
+    assert "INNGEST_BASE_URL (localhost:8288, from the environment)" in result.detail
+    assert "came from the environment, which wins over .env.local" in result.remedy
+
+    clean_env.setenv("INNGEST_BASE_URL", "http://192.168.1.20:8288")
+    [result] = await check_environment(tmp_path, only=["config.settings"])
+    assert result.status is CheckStatus.WARN
+    assert "private network address" in result.detail
+
+
+async def test_an_unset_variable_says_where_it_was_looked_for(
+    clean_env: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    [result] = await check_environment(tmp_path, only=["config.OPENAI_API_KEY"])
+    assert result.status is CheckStatus.FAIL
+    expected = f"{tmp_path / '.env.local'} and {tmp_path / '.env'}"
+    assert f"Looked in the environment, {expected}." in result.detail
+
+
+def test_cli_check_fails_the_stack_unless_told_it_is_local(
+    stack: LocalStack, tmp_path: Path
+) -> None:
+    result = run_cli("check", "--only", "config", cwd=tmp_path, env=stack.env)
+    assert result.returncode == 1, result.stdout + result.stderr
+    assert "points at this machine" in result.stdout
+    assert "Source: the environment." in result.stdout
+    assert (
+        run_cli("check", "--only", "config", "--local", cwd=tmp_path, env=stack.env).returncode == 0
+    )
 
 
 def test_select_takes_ids_and_prefixes() -> None:
@@ -397,7 +520,7 @@ async def test_signed_production_mode(
     stack, key = signed_stack
     assert stack.event_key is not None  # signed mode: the stack's executor takes only this key
     env = {**stack.env, "INNGEST_SIGNING_KEY": key, "INNGEST_EVENT_KEY": stack.event_key}
-    results = await run_checks(settings_from(env, clean_env, tmp_path))
+    results = await run_checks(settings_from(env, clean_env, tmp_path), local_stack=True)
     got = by_id(results)
     assert [r.id for r in results if r.status is CheckStatus.FAIL] == []
     assert got["inngest.signing"].status is CheckStatus.PASS

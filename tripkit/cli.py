@@ -85,6 +85,7 @@ async def _check(args: argparse.Namespace) -> int:
             worker_url=args.worker_url,
             only=args.only,
             timeout=args.timeout,
+            local_stack=args.local,
         )
     except ValueError as exc:  # an unknown --only
         print(f"tripkit: {exc}", file=sys.stderr)
@@ -198,6 +199,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--only", action="append", metavar="ID", help="a check id or prefix (repeat)")
     p.add_argument("--timeout", type=float, default=5.0, help="seconds per check (default 5)")
+    p.add_argument(
+        "--local",
+        action="store_true",
+        help="check the offline stack (`tripkit dev`): endpoints on this machine are expected "
+        "(without it they fail: the real services are checked)",
+    )
     p.set_defaults(func=_check)
 
     p = sub.add_parser("harvest", help="copy the run records in Redis into the history CSV")

@@ -74,9 +74,17 @@ def test_report_makes_a_dated_notebook_and_code_free_html(
         "What fits the free tier",
         "client polls",
         "generations in the period",
-        "gpt-4o-mini",
+        "gpt-5.4-mini",
     ):
         assert text in page, text
+    # The verdict opens the page, before the details.
+    assert (
+        0
+        < page.index(">Verdict<")
+        < page.index("What this report covers")
+        < page.index("What fits the free tier")
+    )
+    assert "each cell below" not in page
     assert "No generations in the period" not in page
     assert page.count("data:image/png;base64,") == 3
     assert not re.search(r"sk-[A-Za-z0-9-]{8,}", page + notebook.read_text())

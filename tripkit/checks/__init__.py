@@ -11,7 +11,8 @@ Where to start reading:
 - :mod:`.core`: what a check is (the ``@check`` decorator), what it reads, what it returns;
 - the checks, one module per service: :mod:`.variables` (the configuration),
   :mod:`.upstash` (Redis), :mod:`.inngest_setup`, :mod:`.model_api` and :mod:`.app`; what
-  they share in :mod:`.probes`.
+  they share in :mod:`.probes`, and :mod:`.endpoints` (whether an endpoint is one the
+  deployed app can reach: checking the real services, one on this machine fails).
 
 A failed service is a ``FAIL`` result, never an exception; nothing is started; no secret
 is shown.

@@ -81,6 +81,9 @@ class Fail(Stop):
 # --- what the checks read -------------------------------------------------------------------
 
 OPENAI_DEFAULT_BASE = "https://api.openai.com/v1"
+#: The source of a variable set in the process's environment (which wins over the
+#: dotenv files, so a stale export hides the value in .env.local).
+ENVIRONMENT = "the environment"
 
 
 @dataclass
@@ -96,6 +99,16 @@ class Context:
     #: Where /api/inngest is served when the worker runs apart from the API (split
     #: deployment, TRIPKIT_WORKER_URL); None: the app at api_url serves it.
     worker_url: str | None = None
+    #: The offline stack is what is checked (``tripkit dev``): endpoints on this machine
+    #: are expected. False (the real services): such an endpoint is a failure, since the
+    #: deployed app cannot reach it and the checks would measure the wrong services.
+    local_stack: bool = False
+    #: Where each variable's value came from: "the environment" or a dotenv file's path
+    #: (a variable missing here came from somewhere the checks were not told about).
+    sources: Mapping[str, str] = field(default_factory=dict)
+    #: Where an unset variable was looked for, as a phrase ("the environment, /x/.env.local
+    #: and /x/.env"); None when the checks were given loaded settings.
+    searched: str | None = None
 
     @property
     def local(self) -> bool:

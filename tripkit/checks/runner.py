@@ -17,6 +17,7 @@ from pathlib import Path
 
 from tripkit.checks import variables
 from tripkit.checks.core import (
+    ENVIRONMENT,
     SECRET_VARIABLES,
     Check,
     CheckResult,
@@ -43,6 +44,7 @@ async def run_checks(
     worker_url: str | None = None,
     only: Iterable[str] | None = None,
     timeout: float = 5.0,
+    local_stack: bool = False,
 ) -> list[CheckResult]:
     """Run the checks (all, or the ids/prefixes in ``only``) in the guide's order.
 
@@ -51,15 +53,19 @@ async def run_checks(
     ``TRIPKIT_WORKER_URL``) is where ``/api/inngest`` is served when the worker runs
     apart from the API; an ``api_url`` given without one means that app serves it too.
     The checks run one after the other, each bounded by ``timeout`` seconds; a failed
-    service gives a ``FAIL`` result.
+    service gives a ``FAIL`` result. ``local_stack``: the settings are the offline
+    stack's, so endpoints on this machine are expected; otherwise they fail.
     """
+    values = values_of(settings)
     ctx = Context(
-        values=values_of(settings),
+        values=values,
         settings=settings,
         settings_error=None,
         api_url=api_url or os.environ.get("TRIPKIT_API_URL") or None,
         worker_url=worker_url or (None if api_url else os.environ.get("TRIPKIT_WORKER_URL")),
         timeout=timeout,
+        local_stack=local_stack,
+        sources=_from_environment(values),
     )
     return await _run(ctx, only)
 
@@ -71,10 +77,12 @@ async def check_environment(
     worker_url: str | None = None,
     only: Iterable[str] | None = None,
     timeout: float = 5.0,
+    local_stack: bool = False,
 ) -> list[CheckResult]:
     """The checks as ``tripkit check`` runs them: from the environment, ``.env.local`` and
-    ``.env``, reporting a value the settings reject instead of raising."""
-    raw = read_environment(env_dir)
+    ``.env``, reporting a value the settings reject instead of raising, and saying where
+    each variable's value came from. ``local_stack`` as for :func:`run_checks`."""
+    raw, sources = read_sources(env_dir)
     cleaned: list[str] = []
     try:
         settings: Settings | None = load_settings(env_dir)
@@ -82,6 +90,7 @@ async def check_environment(
     except ConfigError as exc:
         error = exc
         settings, cleaned = _load_cleaned(env_dir, raw)
+    base = _env_base(env_dir)
     ctx = Context(
         values=values_of(settings) if error is None and settings else raw_values(raw),
         settings=settings,
@@ -90,8 +99,25 @@ async def check_environment(
         api_url=api_url or raw.get("TRIPKIT_API_URL") or None,
         worker_url=worker_url or (None if api_url else raw.get("TRIPKIT_WORKER_URL")),
         timeout=timeout,
+        local_stack=local_stack,
+        sources=sources,
+        searched="the environment, " + " and ".join(str(base / name) for name in ENV_FILES),
     )
     return await _run(ctx, only)
+
+
+def _from_environment(values: Mapping[str, str | None]) -> dict[str, str]:
+    """The variables whose loaded value is the environment's (settings given ready-made
+    do not say where the rest came from)."""
+
+    def same(a: str, b: str) -> bool:
+        return a.strip().rstrip("/") == b.strip().rstrip("/")
+
+    return {
+        name: ENVIRONMENT
+        for name, value in values.items()
+        if value and os.environ.get(name) and same(os.environ[name], value)
+    }
 
 
 def _load_cleaned(
@@ -118,20 +144,33 @@ def _load_cleaned(
     return settings, sorted(names)
 
 
+def _env_base(env_dir: str | Path | None) -> Path:
+    return (Path(env_dir) if env_dir is not None else Path.cwd()).absolute()
+
+
 def read_environment(env_dir: str | Path | None = None) -> dict[str, str]:
     """The raw variables as the settings see them: environment, then .env.local, then .env."""
+    return read_sources(env_dir)[0]
+
+
+def read_sources(env_dir: str | Path | None = None) -> tuple[dict[str, str], dict[str, str]]:
+    """:func:`read_environment`, and where each value came from: :data:`ENVIRONMENT` or
+    the absolute path of the dotenv file (a path is worth showing; a value may not be)."""
     from dotenv import dotenv_values
 
-    base = Path(env_dir) if env_dir is not None else Path.cwd()
-    out: dict[str, str] = {}
+    base = _env_base(env_dir)
+    values: dict[str, str] = {}
+    sources: dict[str, str] = {}
     for name in reversed(ENV_FILES):  # lowest priority first, later ones overwrite
         path = base / name
         if path.is_file():
             for key, value in dotenv_values(path, encoding="utf-8").items():
                 if value is not None:
-                    out[key] = value
-    out.update(os.environ)
-    return out
+                    values[key] = value
+                    sources[key] = str(path)
+    values.update(os.environ)
+    sources.update(dict.fromkeys(os.environ, ENVIRONMENT))
+    return values, sources
 
 
 def select(only: Iterable[str] | None) -> list[str]:

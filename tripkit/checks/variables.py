@@ -2,26 +2,33 @@
 service's format, not a placeholder from the guide and not swapped with another.
 
 They read the raw values (:attr:`Context.values`), so a value that the settings reject is
-still reported by name.
+still reported by name. Each says where its value came from (the environment, or which
+dotenv file), never the value of a secret. Checking the real services (not
+``local_stack``), an endpoint on this machine fails: the values are then a local stack's
+or a leftover export, and the deployed app could not reach them.
 """
 
 from __future__ import annotations
 
 import re
 import urllib.parse
+from collections.abc import Callable, Iterable
 
 from tripkit.checks.core import (
     CONFIGURATION,
+    ENVIRONMENT,
     OPENAI_DEFAULT_BASE,
     CheckStatus,
     Context,
     Fail,
     Outcome,
+    Run,
     Skip,
     Stop,
     check,
     shape,
 )
+from tripkit.checks.endpoints import host_of, reach
 from tripkit.config import mask_url
 from tripkit.errors import ConfigError
 
@@ -77,6 +84,36 @@ def _no_placeholder(name: str, value: str) -> None:
         )
 
 
+def _sourced(detail: str, ctx: Context, name: str) -> str:
+    """``detail`` and where ``name``'s value came from (or where it was looked for)."""
+    detail = detail.rstrip()
+    if not detail.endswith((".", ")")):
+        detail += "."
+    if ctx.values.get(name):
+        source = ctx.sources.get(name)
+        return f"{detail} Source: {source}." if source else detail
+    return f"{detail} Looked in {ctx.searched}." if ctx.searched else detail
+
+
+def _variable(name: str, title: str) -> Callable[[Run], Run]:
+    """Registers the decorated function as the check ``config.<name>``, its detail
+    ending with where the value came from."""
+
+    def register(run: Run) -> Run:
+        async def sourced(ctx: Context) -> Outcome:
+            try:
+                status, detail, remedy = await run(ctx)
+            except Stop as stop:
+                status, detail, remedy = stop.outcome
+            return status, _sourced(detail, ctx, name), remedy
+
+        sourced.__module__ = run.__module__
+        check(f"config.{name}", CONFIGURATION, title)(sourced)
+        return run
+
+    return register
+
+
 def _is_set(value: str) -> Outcome:
     return CheckStatus.PASS, f"Set ({shape(value)}).", ""
 
@@ -111,6 +148,8 @@ async def settings(ctx: Context) -> Outcome:
             "TRIPKIT_REDIS_TRANSPORT is resp but REDIS_URL is unset.",
             "Set REDIS_URL, or unset TRIPKIT_REDIS_TRANSPORT.",
         )
+    if not ctx.local_stack and (problem := _endpoints(ctx)) is not None:
+        return problem
     redis = "Upstash REST" if transport == "rest" else "REDIS_URL (RESP)"
     mode = "cloud mode (signed)" if s.inngest_signing_key else "dev mode (unsigned)"
     where = s.inngest_base_url or ("Inngest Cloud" if s.inngest_signing_key else "127.0.0.1:8288")
@@ -120,6 +159,52 @@ async def settings(ctx: Context) -> Outcome:
         f"session TTL {s.session_ttl} s.",
         "",
     )
+
+
+#: The endpoints config.settings looks at (UPSTASH_REDIS_REST_URL has its own check).
+_ENDPOINTS = ("INNGEST_BASE_URL", "OPENAI_BASE_URL", "REDIS_URL")
+
+
+def _endpoints(ctx: Context) -> Outcome | None:
+    """Checking the real services: a FAIL naming the endpoints on this machine, a WARN
+    naming those on a private network, else None."""
+    found: dict[str, list[str]] = {"local": [], "private": []}
+    for name in _ENDPOINTS:
+        value = (ctx.values.get(name) or "").strip()
+        where = reach(value) if value else "public"
+        if where != "public":
+            found[where].append(name)
+    shown = {n: _where(ctx, n, mask_url((ctx.values.get(n) or "").strip())) for n in _ENDPOINTS}
+    if local := found["local"]:
+        return (
+            CheckStatus.FAIL,
+            f"Checking the real services, but {_and(shown[n] for n in local)} "
+            f"{'points' if len(local) == 1 else 'point'} at this machine: the checks below "
+            "would measure a local stack, and the deployed app cannot reach "
+            f"{'it' if len(local) == 1 else 'them'}.",
+            _local_remedy(ctx, local),
+        )
+    if private := found["private"]:
+        return (
+            CheckStatus.WARN,
+            f"{_and(shown[n] for n in private)}: a private network address; only a "
+            "deployment inside that network reaches it.",
+            "Use the services' public endpoints unless the app runs in that network.",
+        )
+    return None
+
+
+def _and(items: Iterable[str]) -> str:
+    words = list(items)
+    return words[0] if len(words) == 1 else ", ".join(words[:-1]) + " and " + words[-1]
+
+
+def _dev_server_hint(ctx: Context, instead: str = "") -> str:
+    """The local alternative, offered only when the offline stack is what is checked: for
+    the real services a local endpoint is itself a failure."""
+    if not ctx.local_stack:
+        return ""
+    return f" For a local Inngest Dev Server set INNGEST_BASE_URL=http://127.0.0.1:8288{instead}."
 
 
 def _upstash_unset(ctx: Context, name: str, other: str) -> Stop:
@@ -133,7 +218,7 @@ def _upstash_unset(ctx: Context, name: str, other: str) -> Stop:
     )
 
 
-@check("config.UPSTASH_REDIS_REST_URL", CONFIGURATION, "UPSTASH_REDIS_REST_URL is an https URL")
+@_variable("UPSTASH_REDIS_REST_URL", "UPSTASH_REDIS_REST_URL is an https URL")
 async def rest_url(ctx: Context) -> Outcome:
     name = "UPSTASH_REDIS_REST_URL"
     value = _read(ctx, name, _upstash_unset(ctx, name, other="UPSTASH_REDIS_REST_TOKEN"))
@@ -147,27 +232,82 @@ async def rest_url(ctx: Context) -> Outcome:
     host = parts.hostname
     _no_placeholder(name, host)
     shown = mask_url(value)
+    if not ctx.local_stack:
+        _real_endpoint(ctx, name, value, "Upstash")
+        if parts.scheme != "https":
+            return (
+                CheckStatus.FAIL,
+                f"{shown} uses plain http; Upstash serves REST over https only, and the "
+                "token would travel unencrypted.",
+                f"Use https://{host} as the Upstash console shows it (database -> 'REST API').",
+            )
     if parts.scheme == "https":
         note = "" if host.endswith(".upstash.io") else " (not an upstash.io host: a REST gateway?)"
         return CheckStatus.PASS, f"{shown}{note}", ""
-    if host in ("localhost", "::1") or host.startswith("127."):
-        return CheckStatus.PASS, f"{shown} (plain http on loopback: a local gateway)", ""
-    if host.endswith(".upstash.io"):
-        return (
-            CheckStatus.FAIL,
-            f"{shown} uses plain http; Upstash serves REST over https only.",
-            f"Use https://{host} as in the Upstash console.",
-        )
+    if reach(value) == "local":
+        return CheckStatus.PASS, f"{shown} (plain http on this machine: the offline stack)", ""
     return (
         CheckStatus.WARN,
-        f"{shown} uses plain http to a non-local host: the token travels unencrypted.",
+        f"{shown} uses plain http to another host: the token travels unencrypted.",
         "Use https:// (Upstash's REST URLs are https).",
     )
 
 
-@check(
-    "config.UPSTASH_REDIS_REST_TOKEN",
-    CONFIGURATION,
+#: Where a real setup's endpoints are, for the remedy of a local one.
+_REAL_ENDPOINT = {
+    "UPSTASH_REDIS_REST_URL": "the database's https://<name>.upstash.io URL from the Upstash "
+    "console",
+    "INNGEST_BASE_URL": "nothing: unset INNGEST_BASE_URL, so the SDK talks to Inngest Cloud",
+    "OPENAI_BASE_URL": "nothing: unset OPENAI_BASE_URL, so the client talks to OpenAI",
+    "REDIS_URL": "the rediss:// URL of a Redis the deployed app can reach, or unset it",
+}
+
+
+def _local_remedy(ctx: Context, names: list[str]) -> str:
+    """What to do about endpoints on this machine while checking the real services."""
+    wanted = "; ".join(f"{n}: {_REAL_ENDPOINT[n]}" for n in names)
+    exported = [n for n in names if ctx.sources.get(n) == ENVIRONMENT]
+    unset = (
+        f" {', '.join(exported)} came from the environment, which wins over .env.local: "
+        "unset the exported variables (a `tripkit dev` shell?)."
+        if exported
+        else ""
+    )
+    return (
+        f"Set the real services' values in .env.local and Vercel ({wanted}).{unset} To "
+        'check the offline stack instead: environment = "local" in notebook 01, or '
+        "`tripkit check --local`."
+    )
+
+
+def _where(ctx: Context, name: str, value: str, *, source: bool = True) -> str:
+    """``NAME (host:port, from <source>)``; the source is left out where the check's own
+    detail ends with it."""
+    came = ctx.sources.get(name) if source else None
+    return f"{name} ({host_of(value)}" + (f", from {came})" if came else ")")
+
+
+def _real_endpoint(ctx: Context, name: str, value: str, service: str) -> None:
+    """Stops the check when ``name`` is on this machine (FAIL) or a private network (WARN)."""
+    where = reach(value)
+    if where == "local":
+        raise Fail(
+            f"{_where(ctx, name, value, source=False)} points at this machine, not "
+            f"{service}: the checks would measure a local stack, and the deployed app cannot "
+            "reach it.",
+            _local_remedy(ctx, [name]),
+        )
+    if where == "private":
+        raise Stop(
+            CheckStatus.WARN,
+            f"{_where(ctx, name, value, source=False)} is a private network address: only a "
+            f"deployment inside that network reaches it, and {service} is not there.",
+            f"Use {service}'s public endpoint unless the app runs in that network.",
+        )
+
+
+@_variable(
+    "UPSTASH_REDIS_REST_TOKEN",
     "UPSTASH_REDIS_REST_TOKEN is set, without quotes or spaces",
 )
 async def rest_token(ctx: Context) -> Outcome:
@@ -183,9 +323,7 @@ async def rest_token(ctx: Context) -> Outcome:
     return _is_set(value)
 
 
-@check(
-    "config.INNGEST_EVENT_KEY", CONFIGURATION, "INNGEST_EVENT_KEY is set and is not the signing key"
-)
+@_variable("INNGEST_EVENT_KEY", "INNGEST_EVENT_KEY is set and is not the signing key")
 async def event_key(ctx: Context) -> Outcome:
     name = "INNGEST_EVENT_KEY"
     if ctx.local and not ctx.values.get("INNGEST_SIGNING_KEY"):
@@ -194,8 +332,7 @@ async def event_key(ctx: Context) -> Outcome:
         unset = Fail(
             f"{name} is not set: the app cannot send the event that starts a run.",
             "Inngest -> Settings -> Event Keys: copy the event key and store it as "
-            "INNGEST_EVENT_KEY (.env.local and Vercel). For a local Inngest Dev Server set "
-            "INNGEST_BASE_URL=http://127.0.0.1:8288 instead.",
+            "INNGEST_EVENT_KEY (.env.local and Vercel)." + _dev_server_hint(ctx, " instead"),
         )
     value = _read(ctx, name, unset)
     if value.startswith("signkey"):
@@ -257,9 +394,7 @@ def _check_signing_key(ctx: Context, name: str, value: str) -> None:
         )
 
 
-@check(
-    "config.INNGEST_SIGNING_KEY", CONFIGURATION, "INNGEST_SIGNING_KEY is a signkey-<env>-<hex> key"
-)
+@_variable("INNGEST_SIGNING_KEY", "INNGEST_SIGNING_KEY is a signkey-<env>-<hex> key")
 async def signing_key(ctx: Context) -> Outcome:
     name = "INNGEST_SIGNING_KEY"
     if ctx.local:
@@ -269,8 +404,7 @@ async def signing_key(ctx: Context) -> Outcome:
             f"{name} is not set: without it the app runs in dev mode, talks to a local Inngest "
             "Dev Server (127.0.0.1:8288) and Inngest Cloud cannot call it.",
             "Inngest -> Settings -> Signing Keys: copy the key into INNGEST_SIGNING_KEY "
-            "(.env.local and Vercel). For a local Inngest Dev Server set "
-            "INNGEST_BASE_URL=http://127.0.0.1:8288.",
+            "(.env.local and Vercel)." + _dev_server_hint(ctx),
         )
     value = _read(ctx, name, unset)
     _check_signing_key(ctx, name, value)
@@ -283,9 +417,8 @@ async def signing_key(ctx: Context) -> Outcome:
     return _is_set(value)
 
 
-@check(
-    "config.INNGEST_SIGNING_KEY_FALLBACK",
-    CONFIGURATION,
+@_variable(
+    "INNGEST_SIGNING_KEY_FALLBACK",
     "INNGEST_SIGNING_KEY_FALLBACK, if set, is a signing key",
 )
 async def signing_key_fallback(ctx: Context) -> Outcome:
@@ -302,7 +435,7 @@ async def signing_key_fallback(ctx: Context) -> Outcome:
     return _is_set(value)
 
 
-@check("config.OPENAI_API_KEY", CONFIGURATION, "OPENAI_API_KEY is set and looks like a key")
+@_variable("OPENAI_API_KEY", "OPENAI_API_KEY is set and looks like a key")
 async def openai_key(ctx: Context) -> Outcome:
     name = "OPENAI_API_KEY"
     unset = Fail(

@@ -119,5 +119,6 @@ async def check_step(
             api_url=api_url or target.api_url,
             worker_url=target.worker_url,
             only=ids,
+            local_stack=True,
         )
     return await checks.check_environment(env_dir, api_url=api_url, only=ids)

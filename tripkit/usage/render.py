@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import io
 import math
+import re
+import zlib
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
@@ -27,16 +29,52 @@ class Markdown(str):
 
 class Table:
     """A DataFrame Jupyter shows in full (pandas' own HTML truncates long cells);
-    ``.frame`` is the DataFrame itself."""
+    ``.frame`` is the DataFrame itself.
+
+    Its HTML: headers left-aligned over their columns, text columns left-aligned and
+    numbers right-aligned, every cell escaped. The styles sit under an id derived from
+    the columns, so the same table renders the same HTML each run (nbval compares it).
+    """
 
     def __init__(self, frame: pd.DataFrame) -> None:
         self.frame = frame
 
     def _repr_html_(self) -> str:
-        return str(self.frame.to_html(na_rep="n/a"))
+        frame = self.frame
+        text = [i for i, c in enumerate(frame.columns) if frame[c].map(_is_text).any()]
+        names = "|".join(map(str, [*frame.columns, *frame.index.names]))
+        styler = (
+            frame.style.format(_cell, na_rep="n/a", escape="html")
+            .format_index(_cell, escape="html", axis=0)
+            .format_index(_cell, escape="html", axis=1)
+            .set_uuid(f"{zlib.crc32(names.encode()):08x}")
+            .set_table_attributes('class="dataframe"')
+            .set_table_styles(
+                [{"selector": "th", "props": "text-align: left;"}]
+                + [{"selector": f"td.col{i}", "props": "text-align: left;"} for i in text]
+            )
+        )
+        return str(styler.to_html())
 
     def __repr__(self) -> str:
         return str(self.frame.to_string(na_rep="n/a"))
+
+
+def _cell(value: Any) -> str:
+    """A cell as pandas' plain HTML shows it, without Styler's six decimals."""
+    if isinstance(value, float) and math.isfinite(value):
+        return f"{value:,.10g}"
+    return str(value)
+
+
+_NUMBER = re.compile(r"^(under )?[-+]?[$]?[\d,]*\.?\d+ ?(%|[KMG]?B|s)?$")
+
+
+def _is_text(value: Any) -> bool:
+    """Whether a cell reads as words (left-aligned) rather than a number or n/a."""
+    if not isinstance(value, str):
+        return False
+    return not (value in ("", "-", "n/a", "unlimited") or _NUMBER.match(value.strip()))
 
 
 class Chart:
@@ -57,11 +95,12 @@ class Chart:
         return "<chart>"
 
 
-def figure(width: float = 7.0, height: float = 3.0) -> Figure:
-    """A figure of the report's size; matplotlib is imported only when a chart is drawn."""
+def figure(width: float = 10.0, height: float = 4.2) -> Figure:
+    """A figure of the report's size (1000 px wide: the HTML page's width, text at the
+    page's size); matplotlib is imported only when a chart is drawn."""
     from matplotlib.figure import Figure
 
-    return Figure(figsize=(width, height), dpi=72, layout="constrained")
+    return Figure(figsize=(width, height), dpi=100, layout="constrained")
 
 
 def _missing(value: Any) -> bool:

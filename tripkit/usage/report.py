@@ -31,6 +31,7 @@ from tripkit.usage.projections import (
     TYPICAL_DURATION_S,
     PerGeneration,
     fit_table,
+    free_tier_fit,
     monthly_usage,
     projected_monthly_cost,
     storage_bytes,
@@ -90,13 +91,145 @@ class UsageReport:
         )
 
     # -- text -----------------------------------------------------------------------
+    def _usage(self, p: Plan, per: PerGeneration | None = None) -> pd.DataFrame:
+        """:func:`monthly_usage` for one profile at the report's volume and polling."""
+        peak = peak_concurrency(self.generations) if not self.empty else 0
+        return monthly_usage(
+            p,
+            per or self.per,
+            self.generations_per_day,
+            self.poll_interval,
+            read_regions=self.read_regions,
+            ttl_s=self.ttl_s,
+            peak_concurrent=peak,
+        )
+
+    def verdict(self) -> Markdown:
+        """The answer a manager reads first: does the usage fit the free tiers, which
+        limit binds first, and when it would be reached at the current rate."""
+        usage = self._usage(self.plan)
+        volume, concurrency = _split_concurrency(usage)
+        rate = f"{number(self.generations_per_day, 1 if self.generations_per_day < 100 else 0)} "
+        rate += "generations a day"
+        polling = f"polling every {self.poll_interval:g} s"
+        lines = ["## Verdict", ""]
+        if self.generations_per_day <= 0 or volume.empty:
+            fit = free_tier_fit(self.plan, self.per, self.poll_interval, self.read_regions)
+            redis = fit["redis_bound_per_day"] <= fit["inngest_bound_per_day"]
+            lines += [
+                "**No generations to measure against the free tiers** (none in the period, "
+                "and no `generations_per_day` given).",
+                "",
+                f"- **Capacity:** at the setup guide's typical generation, {polling}, the "
+                f"free tiers carry about {number(fit['fits_per_day'])} generations a day "
+                f"(the {'Redis' if redis else 'Inngest'} limit binds first).",
+            ]
+            return Markdown("\n".join(lines))
+        first = volume.loc[volume["used_pct"].idxmax()]
+        over = volume[volume["used_pct"] > 100]
+        if over.empty:
+            lines.append(
+                f"**Yes: the usage fits the free tiers.** At {rate} ({self.volume_basis}), "
+                f"{polling}, a month uses at most {_pct(first['used_pct'])} of any limit of the "
+                f"free tiers (profile `{self.plan.name}`)."
+            )
+        else:
+            lines.append(
+                f"**No: the usage does not fit the free tiers.** At {rate} "
+                f"({self.volume_basis}), {polling}, {len(over)} of the free tiers' limits "
+                f"(profile `{self.plan.name}`) would be exceeded."
+            )
+        lines += [
+            "",
+            f"- **Binds first:** {_what(first)}: {_amount(first, 'projected')} of "
+            f"{_amount(first, 'limit')} ({_pct(first['used_pct'])}).",
+            f"- **When:** {self._when(first)}",
+        ]
+        if self.per.duration_s < TYPICAL_DURATION_S / 2:  # the offline stack's fast model
+            typical = replace(self.per, duration_s=TYPICAL_DURATION_S)
+            t_volume, _ = _split_concurrency(self._usage(self.plan, typical))
+            t_first = t_volume.loc[t_volume["used_pct"].idxmax()]
+            lines.append(
+                f"- **At a realistic length:** the observed generations took "
+                f"{self.per.duration_s:,.0f} s; at the setup guide's typical "
+                f"{TYPICAL_DURATION_S / 60:.0f} minutes (more polls each), {_what(t_first)} "
+                f"binds first: {_pct(t_first['used_pct'])} of it at this volume, "
+                f"{self._capacity(t_first)}."
+            )
+        for _, row in concurrency.iterrows():
+            if row["projected"] > 0:
+                lines.append(
+                    f"- **Concurrency:** a peak of {number(row['projected'])} steps at once, "
+                    f"of {number(row['limit'])} allowed ({_pct(row['used_pct'])}); more at "
+                    "once wait in Inngest's queue, they do not fail."
+                )
+        if not math.isnan(self.per.usd_openai):
+            monthly = self.per.usd_openai * self.generations_per_day * DAYS_PER_MONTH
+            lines.append(
+                f"- **OpenAI** has no free tier: about {usd(monthly)} a month at this rate "
+                f"({usd(self.per.usd_openai)} a generation)."
+            )
+        for other in self.plans:
+            if other is self.plan:
+                continue
+            o_volume, _ = _split_concurrency(self._usage(other))
+            if o_volume.empty:
+                continue
+            o_first = o_volume.loc[o_volume["used_pct"].idxmax()]
+            fits = "fits" if o_first["used_pct"] <= 100 else "does not fit"
+            lines.append(
+                f"- **Under profile `{other.name}`:** {fits}; {_what(o_first)} binds first "
+                f"({_pct(o_first['used_pct'])})."
+            )
+        return Markdown("\n".join(lines))
+
+    def _capacity(self, row: pd.Series) -> str:
+        """The volume at which ``row``'s limit is reached, against today's."""
+        if row["used_pct"] <= 0:
+            return "whatever the volume"
+        times = 100 / float(row["used_pct"])
+        volume = number(self.generations_per_day * times)
+        if times < 1:
+            return f"the limit carries only about {volume} generations a day"
+        return (
+            f"reached at about {volume} generations a day "
+            f"({number(times, 1 if times < 100 else 0)} times today's volume)"
+        )
+
+    def _when(self, row: pd.Series) -> str:
+        """When ``row``'s limit would be reached at the current rate, in plain words."""
+        used = float(row["used_pct"])
+        item = str(row["item"])
+        if "per day" in item or "per month" in item:
+            period, days = ("day", 1.0) if "per day" in item else ("month", float(DAYS_PER_MONTH))
+            if used <= 100:
+                return (
+                    f"not at this rate: a {period} uses {_pct(used)} of it. It would be "
+                    f"{self._capacity(row)}."
+                )
+            reached = days * 100 / used  # days into the period
+            if period == "day":
+                at = datetime(2000, 1, 1) + timedelta(days=reached)
+                return f"every day, at about {at:%H:%M} UTC at this rate."
+            start = (self.end.replace(day=1) + timedelta(days=32)).replace(day=1)
+            day = start + timedelta(days=math.ceil(reached) - 1)
+            return (
+                f"on day {math.ceil(reached)} of each month at this rate: in "
+                f"{start:%B %Y}, on {day:%Y-%m-%d}."
+            )
+        if used <= 100:
+            return f"not at this rate (it holds steady at {_pct(used)}); {self._capacity(row)}."
+        return "already, at this rate."
+
     def header(self) -> Markdown:
         start = self.end - timedelta(days=self.period_days)
         n = len(self.generations)
         lines = [
+            "## What this report covers",
+            "",
             f"**Period:** {start:%Y-%m-%d %H:%M} to {self.end:%Y-%m-%d %H:%M} UTC "
             f"({self.period_days} days)  ",
-            f"**Plan profile:** `{self.plan.name}` ({self.plan.label}); "
+            f"**Plan profile:** `{self.plan.name}`, {self.plan.label}; "
             + ", ".join(f"`{p.name}`" for p in self.plans if p is not self.plan)
             + " shown beside it  ",
             f"**Polling assumed:** every {self.poll_interval:g} s; "
@@ -239,25 +372,34 @@ class UsageReport:
         out = pd.DataFrame(
             {
                 "profile": table["profile"],
-                "item": table["item"],
-                "projected": [
-                    size(v) if "bytes" in i else number(v)
-                    for v, i in zip(table["projected"], table["item"], strict=True)
-                ],
-                "limit": [
-                    size(v) if "bytes" in i else number(v)
-                    for v, i in zip(table["limit"], table["item"], strict=True)
-                ],
-                "used": [f"{u:,.1f}%" for u in table["used_pct"]],
-                "status": table["status"],
+                "limit": [_what(row) for _, row in table.iterrows()],
+                "projected": [_amount(row, "projected") for _, row in table.iterrows()],
+                "free-tier limit": [_amount(row, "limit") for _, row in table.iterrows()],
+                "share used": [_pct(u) for u in table["used_pct"]],
+                "fits": ["yes" if s == "ok" else "NO: over" for s in table["status"]],
             }
         )
-        return Table(out.set_index(["profile", "item"]))
+        return Table(out.set_index(["profile", "limit"]))
 
     def timing(self) -> Table | Markdown:
         if self.empty:
             return Markdown("No generations in the period.")
-        return Table(timing_stats(self._completed()).round(1))
+        table = timing_stats(self._completed()).round(1)
+        table = table.rename(
+            index={
+                "time to first summary (s)": "request to first summary",
+                "duration (s)": "request to the end",
+            },
+            columns={
+                "n": "generations",
+                "p50": "median (s)",
+                "p90": "90th percentile (s)",
+                "max": "slowest (s)",
+            },
+        )
+        table.index.name = "seconds"
+        table["generations"] = table["generations"].map(number)
+        return Table(table)
 
     def _tokens(self) -> pd.DataFrame | Markdown:
         """The period's tokens and cost by model, or a note saying why there are none."""
@@ -278,7 +420,16 @@ class UsageReport:
             out[column] = out[column].map(number)
         for column in ("cost_usd", "cost per generation"):
             out[column] = out[column].map(usd)
-        return Table(out)
+        return Table(
+            out.rename(
+                columns={
+                    "calls": "model calls",
+                    "prompt_tokens": "input tokens",
+                    "completion_tokens": "output tokens",
+                    "cost_usd": "cost (list price)",
+                }
+            )
+        )
 
     def free_tier_fit(self) -> Table:
         """By profile and poll interval; at the observed duration and, when that differs,
@@ -319,7 +470,17 @@ class UsageReport:
             ]
         table.loc[table["service"].eq("OpenAI"), ["monthly", "free", "beyond_free"]] = "-"
         table["cost_usd"] = table["cost_usd"].map(usd)
-        return Table(table.set_index(["profile", "service", "item"]))
+        table = table.rename(
+            columns={
+                "item": "what",
+                "monthly": "used a month",
+                "free": "free a month",
+                "beyond_free": "past the free allowance",
+                "cost_usd": "cost a month",
+                "note": "how it is priced",
+            }
+        )
+        return Table(table.set_index(["profile", "service", "what"]))
 
     def measured(self) -> Markdown | Table:
         """What the services themselves counted, beside the estimates, when given."""
@@ -382,33 +543,54 @@ class UsageReport:
 
     # -- charts ---------------------------------------------------------------------
     def plot_commands_per_day(self) -> Chart:
+        """Estimated (and measured) commands per day, on a linear scale; the free tiers'
+        daily allowances are drawn when they fit the scale, else named in a note (a log
+        scale would make one busy day look like the limit)."""
         daily = commands_per_day(self.generations, self.end, self.period_days)
         fig = figure()
         ax = fig.add_subplot()
-        ax.bar(daily.index, daily["commands"], color="#4c78a8", label="estimated (run records)")
+        days = [f"{day:%b %d}" for day in daily.index]  # one bar a day, named by its date
+        bars = ax.bar(days, daily["commands"], color="#4c78a8", label="estimated (run records)")
+        ax.bar_label(bars, [number(v) if v else "" for v in daily["commands"]], fontsize=9)
+        top = float(daily["commands"].max() or 0)
         if self.upstash is not None and not self.upstash.daily.empty:
             measured = self.upstash.daily.set_index("date")["commands"].reindex(daily.index)
-            ax.plot(daily.index, measured, "o", color="#f58518", label="measured (Upstash stats)")
+            ax.plot(days, measured, "o", color="#f58518", label="measured (Upstash stats)")
+            top = max(top, float(measured.max() if measured.notna().any() else 0))
         styles = iter(["--", ":", "-."])
+        far = []
         for p in self.plans:
             limit = p.redis_commands_per_day
-            if limit:
-                kind = "daily" if p.value("redis_commands_per_day") else "monthly / 30"
-                ax.axhline(
-                    limit,
-                    linestyle=next(styles),
-                    color="#e45756",
-                    label=f"{p.name}: {limit:,.0f} ({kind})",
-                )
-        ax.set_yscale("log")
-        ax.set_ylim(bottom=1)
-        ax.set_ylabel("Redis commands / day (log)")
+            if not limit:
+                continue
+            kind = "a day" if p.value("redis_commands_per_day") else "a month / 30"
+            if top and limit > 4 * top:
+                far.append(f"{p.name} {limit:,.0f} ({kind})")
+                continue
+            ax.axhline(
+                limit, linestyle=next(styles), color="#e45756", label=f"{p.name}: {limit:,.0f}"
+            )
+        if far:
+            ax.text(
+                0.01,
+                0.97,
+                "Free allowance per day, far above this scale: " + "; ".join(far),
+                transform=ax.transAxes,
+                va="top",
+                fontsize=10,
+                color="#a1282e",
+            )
+        ax.set_ylim(bottom=0, top=(top or 1) * 1.25)
+        ax.set_ylabel("Redis commands a day")
         ax.set_title(f"Redis commands per day (polling every {self.poll_interval:g} s)")
-        ax.legend(fontsize=8, loc="upper left")
-        ax.tick_params(axis="x", labelrotation=45, labelsize=7)
+        ax.legend(loc="upper right")
+        ticks = list(range(len(days) - 1, -1, -max(1, len(days) // 10)))[::-1]  # the last day
+        ax.set_xticks(ticks, [days[i] for i in ticks])
         return Chart(fig)
 
     def plot_durations(self) -> Chart | Markdown:
+        from matplotlib.ticker import MaxNLocator
+
         if self.empty:
             return Markdown("No generations in the period.")
         fig = figure()
@@ -417,19 +599,20 @@ class UsageReport:
         both = pd.concat([g["time_to_first_summary_s"], g["duration_s"]]).dropna()
         if both.empty:
             return Markdown("No timings recorded.")
-        low, high, bins = float(both.min()), float(both.max()), 30
+        low, high, bins = float(both.min()), float(both.max()), min(30, 4 * len(g) + 4)
         edges = [low + i * (high - low or 1.0) / bins for i in range(bins + 1)]
         for column, label, color in (
             ("time_to_first_summary_s", "time to first summary", "#72b7b2"),
-            ("duration_s", "duration", "#4c78a8"),
+            ("duration_s", "request to the end", "#4c78a8"),
         ):
             values = g[column].dropna()
             if len(values):
                 ax.hist(values, bins=edges, alpha=0.8, label=label, color=color)
         ax.set_xlabel("seconds from the request")
         ax.set_ylabel("generations")
+        ax.yaxis.set_major_locator(MaxNLocator(integer=True))
         ax.set_title(f"Timing of the {len(g)} completed generations")
-        ax.legend(fontsize=8)
+        ax.legend()
         return Chart(fig)
 
     def plot_tokens(self) -> Chart | Markdown:
@@ -438,22 +621,24 @@ class UsageReport:
             return table
         fig = figure()
         ax = fig.add_subplot()
-        ax.barh(table["model"], table["prompt_tokens"], color="#4c78a8", label="prompt")
+        fig.set_figheight(1.6 + 0.6 * len(table))
+        ax.barh(table["model"], table["prompt_tokens"], color="#4c78a8", label="input")
         ax.barh(
             table["model"],
             table["completion_tokens"],
             left=table["prompt_tokens"],
             color="#f58518",
-            label="completion",
+            label="output",
         )
         for y, (total, cost) in enumerate(
             zip(table["prompt_tokens"] + table["completion_tokens"], table["cost_usd"], strict=True)
         ):
-            ax.text(total, y, f"  {usd(cost)}", va="center", fontsize=8)
+            ax.text(total, y, f"  {usd(cost)}", va="center")
         ax.set_xlim(right=float((table["prompt_tokens"] + table["completion_tokens"]).max()) * 1.2)
+        ax.xaxis.set_major_formatter(lambda value, _: f"{value:,.0f}")
         ax.set_xlabel("tokens in the period")
         ax.set_title("OpenAI tokens and cost by model")
-        ax.legend(fontsize=8, loc="lower right")
+        ax.legend(loc="upper left", bbox_to_anchor=(1.0, 1.0))
         return Chart(fig)
 
 
@@ -468,6 +653,30 @@ def _profile_order(plans: Sequence[Plan]) -> Any:
         return column.map(order) if column.name == "profile" else column
 
     return key
+
+
+def _split_concurrency(usage: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """The limits a volume uses up (per day, per month, storage), and the concurrency
+    limits, which depend on the peak, not the volume."""
+    at_once = usage["item"].str.contains("concurrent")
+    return usage[~at_once & usage["limit"].notna()], usage[at_once & usage["limit"].notna()]
+
+
+def _what(row: pd.Series) -> str:
+    """A usage row's limit, named as the reader knows it ("Inngest executions per month")."""
+    return str(row["item"]).replace(" (bytes, steady state)", "").replace(" (bytes)", "")
+
+
+def _amount(row: pd.Series, column: str) -> str:
+    value = row[column]
+    return size(value) if "bytes" in str(row["item"]) else number(value)
+
+
+def _pct(value: float) -> str:
+    """A share in words a reader trusts: under 0.1 % is not "0.0 %"."""
+    if 0 < value < 0.1:
+        return "under 0.1%"
+    return f"{value:,.1f}%" if value < 10 else f"{value:,.0f}%"
 
 
 def _limit_text(entry: Mapping[str, Any]) -> str:
