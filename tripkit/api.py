@@ -1,7 +1,8 @@
 """The HTTP API, as the original app exposes it, plus the Inngest serve endpoint.
 
 - ``POST /api/generate-bundles`` -> 202 ``{sessionId, status, pollUrl}``
-- ``GET /api/session/{id}`` -> 200 the session, 404 ``{"error": "Session not found"}``
+- ``GET /api/session/{id}`` -> 200 the session (with an ``ETag``: a poll that sends it back
+  as ``If-None-Match`` gets 304 while nothing changed), 404 ``{"error": "Session not found"}``
 - ``/api/inngest`` -> the Inngest SDK's serve handler (signed in production)
 - ``GET /healthz`` -> Redis and Inngest reachability
 
@@ -11,10 +12,14 @@ setups), or one side of a split deployment: ``api`` (the two public routes) or
 ``worker`` (``/api/inngest``, where the steps run). Split, a burst of steps can never
 starve the routes that must answer within a second. Both sides serve ``/healthz``.
 Every error is JSON with an ``error`` and, where one helps, a ``hint``; never a traceback.
+The OpenAPI schema (``/openapi.json``) declares every status each route answers, with
+the error body's model; ``/api/inngest`` is left out of it: it speaks Inngest's protocol
+to Inngest, not to API clients.
 """
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import sys
 import time
@@ -26,10 +31,13 @@ import httpx
 import inngest
 import inngest.fast_api
 import openai
-from fastapi import FastAPI, Request
+from fastapi import FastAPI, Header, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, Response
+from fastapi.routing import APIRoute
+from pydantic import BaseModel
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.routing import Route
 
 from tripkit import __version__, signing
 from tripkit.config import Settings, load_settings
@@ -73,6 +81,38 @@ class Accepted(WireModel):
     poll_url: str
 
 
+class Problem(BaseModel):
+    field: str
+    message: str
+
+
+class ErrorBody(BaseModel):
+    """Every error the API answers: what went wrong and, where one helps, what to do."""
+
+    error: str
+    hint: str | None = None
+    problems: list[Problem] | None = None  # 422: one per invalid field
+    limit: int | None = None  # 413: the largest body accepted, in bytes
+
+
+Responses = dict[int | str, dict[str, Any]]
+
+
+def _errors(*statuses: int, also: Responses | None = None) -> Responses:
+    """OpenAPI ``responses`` for these error statuses, each with the error body's model,
+    plus ``also`` (the other answers a route gives beside its success)."""
+    described = {
+        400: "Malformed request: a session id tripkit never issues, or a body that is not JSON",
+        404: "No such session (unknown, or expired after its TTL)",
+        413: "Request body too large",
+        422: "Invalid fields; each one is listed in `problems`",
+        500: "Internal error (logged by the server)",
+        503: "Redis or Inngest unavailable; retry after `Retry-After` seconds when given",
+    }
+    errors: Responses = {s: {"model": ErrorBody, "description": described[s]} for s in statuses}
+    return (also or {}) | errors
+
+
 def error_body(error: str, hint: str | None = None, **extra: Any) -> dict[str, Any]:
     body: dict[str, Any] = {"error": error, **extra}
     if hint:
@@ -104,9 +144,14 @@ class Guard:
             return
         path: str = scope["path"]
         limit = MAX_INNGEST_BODY if path == SERVE_PATH else MAX_API_BODY
-        declared = dict(scope["headers"]).get(b"content-length")
+        headers = dict(scope["headers"])
+        declared = headers.get(b"content-length")
         if declared is not None and declared.isdigit() and int(declared) > limit:
             await _send_json(send, 413, error_body("Request body too large", limit=limit))
+            return
+        bodiless = declared in (None, b"0") and b"transfer-encoding" not in headers
+        if bodiless and scope["method"] in ("GET", "HEAD"):  # a poll goes straight on
+            await self.app(scope, receive, send)
             return
         chunks = bytearray()
         more = True
@@ -215,7 +260,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     if role != "worker":
 
-        @app.post("/api/generate-bundles", status_code=202)
+        @app.post(
+            "/api/generate-bundles",
+            status_code=202,
+            responses=_errors(400, 413, 422, 500, 503),
+        )
         async def generate_bundles(preferences: Preferences) -> Accepted:
             session = await request_bundles(preferences, store=store, client=client, sender=sender)
             return Accepted(
@@ -224,12 +273,51 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                 poll_url=f"/api/session/{session.session_id}",
             )
 
-        @app.get("/api/session/{session_id}")
-        async def get_session(session_id: str) -> JSONResponse:
-            session: Session = await store.get(session_id)
-            return JSONResponse(session.model_dump(mode="json", by_alias=True))
+        async def poll(session_id: str, if_none_match: str | None) -> Response:
+            # The stored document is the wire form: no decoding, validating, re-encoding.
+            raw = await store.get_raw(session_id)
+            etag = f'"{hashlib.blake2b(raw, digest_size=12).hexdigest()}"'
+            headers = {"ETag": etag, "Cache-Control": "no-cache"}
+            if if_none_match is not None and _matches(if_none_match, etag):
+                return Response(status_code=304, headers=headers)
+            return Response(raw, media_type="application/json", headers=headers)
 
-    @app.get("/healthz")
+        @app.get(
+            "/api/session/{session_id}",
+            response_model=Session,
+            responses=_errors(
+                400,
+                404,
+                500,
+                503,
+                also={304: {"description": "Not modified since the `ETag` sent"}},
+            ),
+        )
+        async def get_session(
+            session_id: str, if_none_match: str | None = Header(default=None)
+        ) -> Response:
+            """The session as last written. Polls are served by the plain route placed
+            in front of this one (FastAPI's parameter handling costs a third of a poll);
+            this one documents it in the schema."""
+            return await poll(session_id, if_none_match)
+
+        async def plain_poll(request: Request) -> Response:
+            return await poll(
+                request.path_params["session_id"], request.headers.get("if-none-match")
+            )
+
+        app.router.routes.insert(0, Route("/api/session/{session_id}", plain_poll, methods=["GET"]))
+
+    @app.get(
+        "/healthz",
+        responses=_errors(
+            500,
+            also={
+                200: {"description": "Every part reachable"},
+                503: {"description": "Redis or Inngest unreachable; the body says which"},
+            },
+        ),
+    )
     async def healthz() -> JSONResponse:
         report = {
             "redis": await _redis_health(store),
@@ -245,8 +333,18 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         worker = Worker(store=store, model=model)
         functions = create_functions(client, worker, concurrency=settings.generation_concurrency)
         inngest.fast_api.serve(app, client, functions, serve_path=SERVE_PATH)
+        for route in app.routes:
+            if isinstance(route, APIRoute) and route.path == SERVE_PATH:
+                route.include_in_schema = False
     app.add_middleware(Guard, settings=settings)
     return app
+
+
+def _matches(if_none_match: str, etag: str) -> bool:
+    """Whether an ``If-None-Match`` header names ``etag`` (weakly, as RFC 9110 says for
+    GET), or is ``*``."""
+    tags = {t.strip().removeprefix("W/") for t in if_none_match.split(",")}
+    return etag in tags or "*" in tags
 
 
 def _error_handlers(app: FastAPI) -> None:

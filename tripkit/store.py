@@ -69,12 +69,17 @@ class SessionStore:
 
     async def get(self, session_id: str) -> Session:
         """The session as last written; raises :class:`SessionNotFound`."""
+        return sessions.decode(await self.get_raw(session_id))
+
+    async def get_raw(self, session_id: str) -> bytes:
+        """The session document as stored, which is the JSON the API serves: a poll
+        passes it on without decoding it (see :func:`tripkit.sessions.encode`)."""
         raw = await self.transport.execute("GET", self.key(session_id), retry_safe=True)
         if raw is None:
             raise SessionNotFound(f"Session {session_id} not found.")
         if not isinstance(raw, bytes):
             raise StoreError("GET returned a non-string reply.")
-        return sessions.decode(raw)
+        return raw
 
     async def _replace(self, session: Session) -> Session:
         # Writing the same document again is harmless, so a lost reply may be retried.
