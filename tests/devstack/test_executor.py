@@ -516,10 +516,10 @@ async def test_a_concurrency_limit_runs_one_step_at_a_time_oldest_run_first(dev:
         app_id="exec-test-sender", is_production=False, event_api_base_url=dev.base
     )
     ids = await sender.send(
-        [inngest.Event(name="test/limited", data={"seconds": 0.15}) for _ in range(3)]
+        [inngest.Event(name="test/limited", data={"seconds": 0.3}) for _ in range(3)]
     )
-    second = await wait_runs_started(dev.base, ids[1])
-    assert second["queued"] is True  # it waits for the slot the first run holds
+    third = await wait_runs_started(dev.base, ids[2])
+    assert third["queued"] is True  # it waits for the slot the older runs hold
     runs = [(await wait_runs(dev.base, event_id))[0] for event_id in ids]
     assert [r["status"] for r in runs] == ["Completed"] * 3
 
@@ -592,11 +592,8 @@ def test_flow_control_the_executor_lacks_is_refused_at_sync() -> None:
 def test_a_bad_expression_fails_the_sync_naming_the_function() -> None:
     cases: list[tuple[dict[str, Any], str]] = [
         ({"trigger": inngest.TriggerEvent(event="t/x", expression="event.data.n >")}, "triggers"),
-        ({"trigger": inngest.TriggerEvent(event="t/x", expression="evnt.data.n > 1")}, "evnt"),
-        ({"concurrency": [inngest.Concurrency(limit=1, key="event.data.")]}, "concurrency"),
+        ({"concurrency": [inngest.Concurrency(limit=1, key="evnt.data.user")]}, "evnt"),
         ({"cancel": [inngest.Cancel(event="t/stop", if_exp="async.data.x ==")]}, "cancel[0]"),
-        ({"rate_limit": inngest.RateLimit(limit=1, period=60_000, key="(")}, "rateLimit"),
-        ({"idempotency": "event.data.a +"}, "idempotency"),
     ]
     for options, where in cases:
         answer = sync_one_function(**options)

@@ -625,6 +625,6 @@ class Engine:
         finally:
             for queue in held:
                 queue.release()
-        if run.finished:  # cancelled while the app was answering: drop what it said
+        if run.status == RunStatus.CANCELLED:  # while the app was answering: drop its answer
             raise RunCancelled(run.run_id)
         return reply

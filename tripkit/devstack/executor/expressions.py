@@ -55,6 +55,9 @@ class Expression:
             program = cel.compile(source)
         except Exception as err:  # the binding raises ValueError, or others on odd input
             first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+            where = "ERROR: <input>:"  # the binding repeats the source before the position
+            if where in first:
+                first = "at " + first.split(where, 1)[1].strip()
             raise ExpressionError(f"{source!r} is not a valid CEL expression: {first}") from None
         bound = set(_MACRO_VARIABLE.findall(source))
         unknown = sorted(set(program.variables()) - variables - bound)

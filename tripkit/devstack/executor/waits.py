@@ -112,6 +112,8 @@ class Listeners:
         pauses = list(self._by_event.get(name, []))
         hits = 0
         for pause in pauses:
+            if pause not in self._by_event.get(name, []):
+                continue  # removed by an earlier match (a cancelled run drops all its pauses)
             if pause.expires is not None and now >= pause.expires:
                 self.remove(pause)
             elif pause.matches(name, payload, now):
