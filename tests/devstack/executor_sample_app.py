@@ -17,6 +17,7 @@ from typing import Any
 
 import fastapi
 import inngest
+import inngest.experimental.ai.openai
 import inngest.fast_api
 
 APP_ID = "exec-test"
@@ -173,8 +174,19 @@ def build_app(
         return "finally"
 
     @client.create_function(fn_id="waiter", trigger=inngest.TriggerEvent(event="test/wait"))
-    async def waiter(ctx: inngest.Context) -> None:
-        await ctx.step.wait_for_event("approval", event="test/approved", timeout=60_000)
+    async def waiter(ctx: inngest.Context) -> dict[str, Any] | None:
+        approval = await ctx.step.wait_for_event(
+            "approval",
+            event="test/approved",
+            if_exp="async.data.ticket == event.data.ticket",
+            timeout=timedelta(seconds=_seconds(ctx, 30)),
+        )
+        return None if approval is None else {"by": approval.data.get("by"), "id": approval.id}
+
+    @client.create_function(fn_id="inferrer", trigger=inngest.TriggerEvent(event="test/infer"))
+    async def inferrer(ctx: inngest.Context) -> None:
+        adapter = inngest.experimental.ai.openai.Adapter(auth_key="unused", model="gpt-x")
+        await ctx.step.ai.infer("ask", adapter=adapter, body={"messages": []})
 
     @client.create_function(
         fn_id="slow", retries=1, trigger=inngest.TriggerEvent(event="test/slow")
@@ -207,12 +219,65 @@ def build_app(
 
     @client.create_function(
         fn_id="per-user",
-        concurrency=[inngest.Concurrency(limit=1, key="event.data.user")],
+        concurrency=[inngest.Concurrency(limit=1, key="'user:' + event.data.user")],
         trigger=inngest.TriggerEvent(event="test/per-user"),
     )
     async def per_user(ctx: inngest.Context) -> str:
         await ctx.step.run("work", occupy, ctx, f"user-{ctx.event.data.get('user')}")
         return "done"
+
+    async def mark(ctx: inngest.Context, what: str) -> None:
+        rec.hit(key(ctx, what))
+
+    @client.create_function(
+        fn_id="big-only",
+        trigger=inngest.TriggerEvent(event="test/number", expression="event.data.n > 1.5"),
+    )
+    async def big_only(ctx: inngest.Context) -> Any:
+        return ctx.event.data.get("n")
+
+    @client.create_function(
+        fn_id="stoppable",
+        cancel=[inngest.Cancel(event="test/stop", if_exp="async.data.job == event.data.job")],
+        trigger=inngest.TriggerEvent(event="test/stoppable"),
+    )
+    async def stoppable(ctx: inngest.Context) -> str:
+        await ctx.step.run("work", occupy, ctx, "stoppable")
+        await ctx.step.run("after", mark, ctx, "after")
+        return "finished"
+
+    @client.create_function(
+        fn_id="rate-limited",
+        rate_limit=inngest.RateLimit(limit=1, period=timedelta(minutes=1), key="event.data.user"),
+        trigger=inngest.TriggerEvent(event="test/rate-limited"),
+    )
+    async def rate_limited(ctx: inngest.Context) -> Any:
+        return ctx.event.data.get("n")
+
+    @client.create_function(
+        fn_id="throttled",
+        throttle=inngest.Throttle(limit=1, period=timedelta(seconds=1), burst=None),
+        trigger=inngest.TriggerEvent(event="test/throttled"),
+    )
+    async def throttled(ctx: inngest.Context) -> Any:
+        await ctx.step.run("work", mark, ctx, "work")
+        return ctx.event.data.get("n")
+
+    @client.create_function(
+        fn_id="debounced",
+        debounce=inngest.Debounce(period=timedelta(seconds=1), key="event.data.user"),
+        trigger=inngest.TriggerEvent(event="test/debounced"),
+    )
+    async def debounced(ctx: inngest.Context) -> Any:
+        return ctx.event.data.get("n")
+
+    @client.create_function(
+        fn_id="idempotent",
+        idempotency="event.data.order",
+        trigger=inngest.TriggerEvent(event="test/idempotent"),
+    )
+    async def idempotent(ctx: inngest.Context) -> Any:
+        return ctx.event.data.get("n")
 
     app = fastapi.FastAPI()
     inngest.fast_api.serve(
@@ -220,7 +285,8 @@ def build_app(
         client,
         [
             *(seq, flaky, nonretriable, doomed, caught, parallel, napper, retry_after, waiter),
-            *(slow, limited, per_user),
+            *(slow, limited, per_user, inferrer, big_only, stoppable, rate_limited),
+            *(throttled, debounced, idempotent),
         ],
         streaming=inngest.Streaming.FORCE if streaming else None,
     )

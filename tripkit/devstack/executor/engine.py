@@ -8,6 +8,11 @@ backoff, sleeps, and an ``inngest/function.failed`` event when a run fails for g
 A function's ``concurrency`` limits are enforced the way Inngest does: each call to the
 app holds a slot of every queue the function's limits name; calls beyond a limit wait,
 the oldest run first, and a run between steps (sleeping, backing off) holds none.
+Debounce, idempotency and rate limits decide whether an event starts a run, a throttle
+when it starts (flow.py). ``cancelOn`` and ``step.wait_for_event`` are pauses that
+every incoming event is offered to (waits.py). A cancelled run stops at its next step
+boundary: a step already executing in the app finishes, its result is dropped, and
+``inngest/function.cancelled`` is emitted.
 Everything lives in memory and is bounded; nothing here is needed in production.
 
 Beside it: routes.py (the HTTP surface), calls.py (one call to the app and what its
@@ -21,6 +26,7 @@ import logging
 import math
 import time
 from collections import OrderedDict
+from collections.abc import Callable
 from datetime import datetime
 from typing import Any
 
@@ -31,6 +37,9 @@ from tripkit import signing
 from tripkit.devstack.executor.calls import Caller, Reply, parse_when
 from tripkit.devstack.executor.concurrency import SlotQueue
 from tripkit.devstack.executor.config import DEDUP_WINDOW, MAX_DEDUP_IDS, ExecutorConfig
+from tripkit.devstack.executor.durations import parse_duration
+from tripkit.devstack.executor.expressions import EVENT_AND_ASYNC, Expression
+from tripkit.devstack.executor.flow import FlowState
 from tripkit.devstack.executor.protocol import (
     RESERVED_EVENT_PREFIX,
     SUPPORTED_OPCODES,
@@ -56,6 +65,7 @@ from tripkit.devstack.executor.registry import (
     entries_from,
     now_utc,
 )
+from tripkit.devstack.executor.waits import Listeners, Pause
 
 log = logging.getLogger("tripkit.devstack.executor")
 
@@ -66,6 +76,14 @@ class RunFailed(Exception):
     def __init__(self, error: dict[str, Json]) -> None:
         super().__init__(error.get("message"))
         self.error = error
+
+
+class RunCancelled(Exception):
+    """The run was cancelled while a call to the app was in flight: stop at this boundary."""
+
+
+#: The error Inngest puts in ``inngest/function.cancelled``.
+CANCELLED_ERROR = {"error": "function cancelled", "name": "Error", "message": "function cancelled"}
 
 
 class BadInput(ValueError):
@@ -84,6 +102,8 @@ class Engine:
         self.syncs: OrderedDict[str, dict[str, Json]] = OrderedDict()
         self.queues: dict[str, SlotQueue] = {}
         self._dedup: OrderedDict[str, tuple[str, datetime]] = OrderedDict()
+        self.flow = FlowState()
+        self.listeners = Listeners()
 
     # -- registration
 
@@ -190,11 +210,38 @@ class Engine:
             self.events[internal_id] = record
             self._trim(self.events, self.config.max_events)
             ids.append(internal_id)
+            self.listeners.deliver(record.name, record.payload())  # waits and cancelOn first
             for fn in list(self.functions.values()):
                 payload = record.payload()
                 if any(t.matches(record.name, payload) for t in fn.triggers):
-                    self._start(fn, record)
+                    self._trigger(fn, record)
         return ids
+
+    def _trigger(self, fn: FunctionEntry, event: EventRecord) -> None:
+        """Start ``fn`` for ``event`` unless its flow control holds or skips the event."""
+        rule = fn.flow.debounce
+        if rule is None:
+            self._admit(fn.id, event)
+            return
+        superseded = self.flow.debounce(
+            fn.id, rule, event, event.payload(), lambda last: self._admit(fn.id, last)
+        )
+        if superseded is not None:
+            superseded.skipped[fn.id] = f"debounced: event {event.internal_id} came later"
+        event.skipped[fn.id] = "debounced: waiting for a quiet period"
+
+    def _admit(self, function_id: str, event: EventRecord) -> None:
+        fn = self.functions.get(function_id)
+        if fn is None:  # the app synced without it while its event was held
+            event.skipped[function_id] = "the function is no longer registered"
+            return
+        event.skipped.pop(function_id, None)
+        reason = self.flow.skip_reason(fn.id, fn.flow, event.payload())
+        if reason:
+            event.skipped[fn.id] = reason
+            log.info("event %s starts no run of %s: %s", event.internal_id, fn.id, reason)
+            return
+        self._start(fn, event)
 
     def _prune_dedup(self, now: datetime) -> None:
         while self._dedup:
@@ -234,6 +281,19 @@ class Engine:
         self.runs[run.run_id] = run
         event.run_ids.append(run.run_id)
         self._evict_runs()
+        if fn.flow.throttle is not None:
+            run.throttle_delay = self.flow.throttle_delay(fn.id, fn.flow.throttle, event.payload())
+        for rule in fn.cancel:
+            self.listeners.add(
+                Pause(
+                    run.run_id,
+                    rule.event,
+                    rule.condition,
+                    event.payload(),
+                    on_match=self._canceller(run.run_id),
+                    expires=None if rule.timeout is None else self.listeners.clock() + rule.timeout,
+                )
+            )
         run.task = asyncio.get_running_loop().create_task(
             self._drive(run), name=f"run {run.run_id} {fn.id}"
         )
@@ -247,13 +307,36 @@ class Engine:
         for run_id in [r.run_id for r in self.runs.values() if r.finished][:excess]:
             del self.runs[run_id]
 
+    def _canceller(self, run_id: str) -> Callable[[dict[str, Json]], None]:
+        def on_match(_event: dict[str, Json]) -> None:
+            self.cancel(run_id)
+
+        return on_match
+
     def cancel(self, run_id: str) -> RunRecord | None:
+        """Cancel a run as Inngest does: it is Cancelled now and stops at its next step
+        boundary (a call to the app in flight finishes and its result is dropped); then
+        ``inngest/function.cancelled`` is emitted."""
         run = self.runs.get(run_id)
         if run is None:
             return None
-        if not run.finished and run.task is not None:
+        if run.finished:
+            return run
+        self._finish(run, RunStatus.CANCELLED)
+        if run.task is not None and run.calls_in_flight == 0:
             run.task.cancel()
-            self._finish(run, RunStatus.CANCELLED)
+        log.info("run %s cancelled", run.run_id)
+        data = {
+            "function_id": run.function_id,
+            "run_id": run.run_id,
+            "error": dict(CANCELLED_ERROR),
+            "event": run.event.payload(),
+            "events": [run.event.payload()],
+        }
+        # The run id as the event id, as Inngest does: one cancelled event per run.
+        self.ingest(
+            [{"name": InternalEvent.FUNCTION_CANCELLED, "data": data, "id": run.run_id, "ts": None}]
+        )
         return run
 
     async def aclose(self) -> None:
@@ -263,6 +346,7 @@ class Engine:
                 run.task.cancel()
                 self._finish(run, RunStatus.CANCELLED)
         await asyncio.gather(*tasks, return_exceptions=True)
+        self.flow.close()
         await self.caller.aclose()
 
     def _finish(
@@ -278,9 +362,13 @@ class Engine:
         run.ended_at = now_utc()
         run.output = output if error is None else error
         run.error = error
+        self.listeners.remove_run(run.run_id)
 
     async def _drive(self, run: RunRecord) -> None:
         try:
+            if run.throttle_delay > 0:  # queued behind the function's throttle
+                await asyncio.sleep(min(run.throttle_delay, self.config.max_sleep))
+                run.throttle_delay = 0.0
             while True:
                 reply = await self._settle(run, None)
                 if reply.kind == "done":
@@ -290,6 +378,8 @@ class Engine:
                 await self._apply_all(run, reply.ops)
         except RunFailed as failed:
             self._fail(run, failed.error)
+        except RunCancelled:
+            log.info("run %s stopped at a step boundary", run.run_id)
         except asyncio.CancelledError:
             self._finish(run, RunStatus.CANCELLED)
             raise
@@ -326,7 +416,7 @@ class Engine:
                     group.create_task(self._apply(run, op))
         except ExceptionGroup as eg:
             for exc in eg.exceptions:
-                if isinstance(exc, RunFailed):
+                if isinstance(exc, RunFailed | RunCancelled):
                     raise exc from None
             raise
 
@@ -363,6 +453,9 @@ class Engine:
             await asyncio.sleep(min(delay, self.config.max_sleep))
             await self._store(run, step_id, None)
             step.status, step.ended_at = StepStatus.COMPLETED, now_utc()
+        elif kind == Opcode.WAIT_FOR_EVENT:
+            await self._store(run, step_id, await self._wait_for_event(run, op, step))
+            step.status, step.ended_at = StepStatus.COMPLETED, now_utc()
         elif kind == Opcode.STEP_PLANNED:
             step.status = StepStatus.RUNNING
             reply = await self._settle(run, step_id)
@@ -387,6 +480,40 @@ class Engine:
                     f"supports {', '.join(SUPPORTED_OPCODES[:-1])} and {SUPPORTED_OPCODES[-1]}",
                 )
             )
+
+    async def _wait_for_event(
+        self, run: RunRecord, op: dict[str, Json], step: StepRecord
+    ) -> dict[str, Json] | None:
+        """The first matching event received from now on, or None at the timeout."""
+        opts = op.get("opts") if isinstance(op.get("opts"), dict) else {}
+        assert isinstance(opts, dict)
+        name = op.get("name") or opts.get("event")
+        try:
+            if not isinstance(name, str) or not name:
+                raise ValueError(f"no event name in {op}")
+            timeout = parse_duration(str(opts.get("timeout")))
+            source = opts.get("if")
+            condition = Expression.compile(source, EVENT_AND_ASYNC) if source else None
+        except ValueError as err:
+            raise RunFailed(
+                error_dict("InvalidWaitForEvent", f"step {step.name!r}: {err}")
+            ) from None
+        arrived: asyncio.Future[dict[str, Json]] = asyncio.get_running_loop().create_future()
+
+        def deliver(event: dict[str, Json]) -> None:
+            if not arrived.done():
+                arrived.set_result(event)
+
+        pause = self.listeners.add(
+            Pause(run.run_id, name, condition, run.event.payload(), on_match=deliver)
+        )
+        step.status = StepStatus.WAITING
+        try:
+            return await asyncio.wait_for(arrived, min(timeout, self.config.max_sleep))
+        except TimeoutError:
+            return None
+        finally:
+            self.listeners.remove(pause)
 
     def _function(self, run: RunRecord) -> FunctionEntry:
         fn = self.functions.get(run.function_id)
@@ -490,7 +617,14 @@ class Engine:
                     held.append(queue)
             finally:
                 run.waiting_for_slot -= 1
-            return await self.caller.send(run, fn, target, attempt)
+            run.calls_in_flight += 1
+            try:
+                reply = await self.caller.send(run, fn, target, attempt)
+            finally:
+                run.calls_in_flight -= 1
         finally:
             for queue in held:
                 queue.release()
+        if run.status == RunStatus.CANCELLED:  # while the app was answering: drop its answer
+            raise RunCancelled(run.run_id)
+        return reply

@@ -20,9 +20,9 @@ class Opcode(StrEnum):
     STEP_ERROR = "StepError"  # the step raised; retry it while attempts remain
     STEP_FAILED = "StepFailed"  # the step's last attempt failed: store the error
     SLEEP = "Sleep"  # wake at the ISO time in the op's ``name``
+    WAIT_FOR_EVENT = "WaitForEvent"  # the event named in ``name``, opts ``if`` and ``timeout``
     # Sent by the SDK for features this executor does not implement; a run asking for
     # one fails with UnsupportedOpcode.
-    WAIT_FOR_EVENT = "WaitForEvent"
     INVOKE_FUNCTION = "InvokeFunction"
     AI_GATEWAY = "AIGateway"
 
@@ -33,6 +33,7 @@ SUPPORTED_OPCODES = (
     Opcode.STEP_ERROR,
     Opcode.STEP_FAILED,
     Opcode.SLEEP,
+    Opcode.WAIT_FOR_EVENT,
 )
 
 
@@ -83,6 +84,7 @@ class InternalEvent(StrEnum):
     """Events the executor emits itself; their ``inngest/`` prefix is reserved."""
 
     FUNCTION_FAILED = "inngest/function.failed"
+    FUNCTION_CANCELLED = "inngest/function.cancelled"
 
 
 RESERVED_EVENT_PREFIX = "inngest/"

@@ -23,6 +23,7 @@ class StepStatus(StrEnum):
     PLANNED = "planned"
     RUNNING = "running"
     SLEEPING = "sleeping"
+    WAITING = "waiting"  # for an event (step.wait_for_event)
     COMPLETED = "completed"
     FAILED = "failed"
 
@@ -68,6 +69,7 @@ class EventRecord:
     ts: int
     received_at: datetime
     run_ids: list[str] = field(default_factory=list)
+    skipped: dict[str, str] = field(default_factory=dict)  # function id -> why no run (yet)
 
     def payload(self) -> dict[str, Json]:
         """The event as the SDK receives it (``ts`` an int in ms: the SDK rejects floats)."""
@@ -82,6 +84,7 @@ class EventRecord:
             "ts": self.ts,
             "received_at": iso(self.received_at),
             "run_ids": list(self.run_ids),
+            "skipped": dict(self.skipped),
         }
 
 
@@ -128,6 +131,8 @@ class RunRecord:
     function_errors: int = 0
     unreachable_retries: int = 0
     waiting_for_slot: int = 0  # calls of this run queued behind a concurrency limit
+    throttle_delay: float = 0.0  # seconds the run waits behind its throttle before starting
+    calls_in_flight: int = 0  # calls to the app not answered yet (cancel waits for them)
     lock: asyncio.Lock = field(default_factory=asyncio.Lock)
     task: asyncio.Task[None] | None = None
 
@@ -155,5 +160,5 @@ class RunRecord:
             "sdk_calls": self.sdk_calls,
             "function_errors": self.function_errors,
             "unreachable_retries": self.unreachable_retries,
-            "queued": self.waiting_for_slot > 0,
+            "queued": self.waiting_for_slot > 0 or self.throttle_delay > 0,
         }

@@ -2,26 +2,30 @@
 
 The SDK's sync body (``POST /fn/register``) is validated here and turned into
 :class:`FunctionEntry` values: composite id, runtime URL, retry count and triggers. Event
-triggers match by name (a trailing ``*`` matches a prefix); the only trigger expression
-understood is the shape the SDK itself emits for ``on_failure`` handlers (see
-:class:`Expression`). Cron triggers are stored but never scheduled.
+triggers match by name (a trailing ``*`` matches a prefix) and by their ``if``
+expression (any CEL over ``event``, see expressions.py). Cron triggers are stored but
+never scheduled.
 
-Flow control: ``concurrency`` is enforced (see :class:`ConcurrencyLimit`). The other
-options Inngest offers (throttle, rate limit, debounce, batching, priority, singleton,
-cancellation, timeouts, idempotency) are refused at registration with the option's
-name: accepting and ignoring them would make a local run behave unlike Inngest.
+Flow control: ``concurrency`` (see :class:`ConcurrencyLimit`), ``debounce``,
+``idempotency``, ``rateLimit`` and ``throttle`` (flow.py) and ``cancel`` (waits.py) are
+read here and enforced by the engine. The options in :data:`UNSUPPORTED_OPTIONS` are
+refused at registration with the function's id and the option's name: accepting and
+ignoring them would make a local run behave unlike Inngest.
 """
 
 from __future__ import annotations
 
 import json
-import re
 import urllib.parse
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from tripkit.devstack.executor.expressions import Expression
+from tripkit.devstack.executor.flow import FlowControl
+from tripkit.devstack.executor.waits import CancelOn
 
 Json = Any
 DEFAULT_RETRIES = 4  # what Inngest assumes when a function does not say
@@ -99,64 +103,13 @@ class SyncBody(BaseModel):
     functions: list[_FunctionConfig] = Field(min_length=1)
 
 
-_EXPRESSION = re.compile(
-    r"""^\s*event\.((?:[A-Za-z_]\w*)(?:\.[A-Za-z_]\w*)*)\s*(==|!=)\s*"""
-    r"""('(?:[^'\\])*'|"(?:[^"\\])*"|-?\d+(?:\.\d+)?|true|false|null)\s*$"""
-)
-
-
-@dataclass(frozen=True)
-class Expression:
-    """A tiny evaluator for the one CEL shape Inngest's SDK emits itself.
-
-    Supported: ``event.<path> == <literal>`` and ``!=``, where the path is dotted names
-    (``data.function_id``) and the literal a quoted string without escapes, a number,
-    ``true``, ``false`` or ``null``. That covers the on_failure trigger
-    ``event.data.function_id == '<id>'``; anything else is refused at registration.
-    """
-
-    path: tuple[str, ...]
-    negate: bool
-    value: Json
-
-    @classmethod
-    def parse(cls, text: str) -> Expression:
-        match = _EXPRESSION.match(text)
-        if match is None:
-            raise ValueError(
-                f"unsupported trigger expression {text!r}: the local executor understands only "
-                "event.<path> == <literal> (and !=)"
-            )
-        path, op, literal = match.groups()
-        value = literal[1:-1] if literal[0] in "'\"" else json.loads(literal)
-        return cls(tuple(path.split(".")), op == "!=", value)
-
-    def matches(self, event: dict[str, Json]) -> bool:
-        current: Json = event
-        for part in self.path:
-            if not isinstance(current, dict) or part not in current:
-                current = None
-                break
-            current = current[part]
-        equal = current == self.value and type(current) is type(self.value)
-        return equal != self.negate
-
-
 #: Function options this executor does not implement, by their sync-body name.
 UNSUPPORTED_OPTIONS = (
     "batchEvents",
-    "cancel",
-    "debounce",
-    "idempotency",
     "priority",
-    "rateLimit",
     "singleton",
-    "throttle",
     "timeouts",
 )
-
-_KEY_LITERAL = re.compile(r"""^\s*(?:'([^'\\]*)'|"([^"\\]*)")\s*$""")
-_KEY_PATH = re.compile(r"^\s*event\.([A-Za-z_]\w*(?:\.[A-Za-z_]\w*)*)\s*$")
 
 
 @dataclass(frozen=True)
@@ -165,44 +118,31 @@ class ConcurrencyLimit:
 
     At most ``limit`` SDK calls (each executing step, or code between steps) run at once
     for one *queue*. Without a key the queue is the function (``scope`` ``fn``); a key
-    splits it per value: a quoted literal (``"openai"``) or an event path
-    (``event.data.user_id``). With scope ``env`` or ``account`` the queue is shared by
-    every function that uses the same key. Other CEL key expressions are refused.
+    (any CEL expression over ``event``, e.g. ``event.data.user_id`` or ``"openai"``)
+    splits it per value. With scope ``env`` or ``account`` the queue is shared by every
+    function that uses the same key (locally there is one environment and one account).
     """
 
     limit: int
     scope: str
-    key: str | None
+    key: Expression | None
 
     @classmethod
     def parse(cls, raw: _ConcurrencyConfig) -> ConcurrencyLimit:
         scope = raw.scope or "fn"
         if scope not in ("fn", "env", "account"):
             raise ValueError(f"scope must be fn, env or account, not {raw.scope!r}")
-        if raw.key is not None and not (_KEY_LITERAL.match(raw.key) or _KEY_PATH.match(raw.key)):
-            raise ValueError(
-                f"unsupported concurrency key {raw.key!r}: the local executor understands a "
-                "quoted literal or event.<path>"
-            )
         if scope != "fn" and raw.key is None:
             raise ValueError(f"a concurrency limit with scope {scope!r} needs a key")
-        return cls(raw.limit, scope, raw.key)
+        key = Expression.compile(raw.key) if raw.key is not None else None
+        return cls(raw.limit, scope, key)
 
     def queue(self, function_id: str, event: dict[str, Json]) -> str:
         """The name of the queue an SDK call of ``function_id`` for ``event`` waits in."""
         owner = function_id if self.scope == "fn" else self.scope
         if self.key is None:
             return f"{owner}"
-        literal = _KEY_LITERAL.match(self.key)
-        if literal:
-            value: Json = literal.group(1) if literal.group(1) is not None else literal.group(2)
-        else:
-            path = _KEY_PATH.match(self.key)
-            assert path is not None  # checked in parse()
-            value = event
-            for part in path.group(1).split("."):
-                value = value.get(part) if isinstance(value, dict) else None
-        return f"{owner}|{self.key}={json.dumps(value, sort_keys=True)}"
+        return f"{owner}|{self.key.source}={json.dumps(self.key.key(event=event))}"
 
 
 @dataclass(frozen=True)
@@ -219,7 +159,7 @@ class Trigger:
                 return False
         elif name != self.event:
             return False
-        return self.expression is None or self.expression.matches(event)
+        return self.expression is None or self.expression.matches(event=event)
 
 
 @dataclass
@@ -233,6 +173,8 @@ class FunctionEntry:
     config: dict[str, Json]
     registered_at: datetime
     concurrency: tuple[ConcurrencyLimit, ...] = ()
+    flow: FlowControl = field(default_factory=FlowControl)
+    cancel: tuple[CancelOn, ...] = ()
 
     @property
     def max_attempts(self) -> int:
@@ -248,8 +190,11 @@ class FunctionEntry:
             "retries": self.retries,
             "max_attempts": self.max_attempts,
             "concurrency": [
-                {"limit": c.limit, "scope": c.scope, "key": c.key} for c in self.concurrency
+                {"limit": c.limit, "scope": c.scope, "key": c.key and c.key.source}
+                for c in self.concurrency
             ],
+            **self.flow.to_json(),
+            "cancel": [c.to_json() for c in self.cancel],
             "registered_at": iso(self.registered_at),
         }
 
@@ -271,26 +216,32 @@ def entries_from(body: SyncBody, raw: dict[str, Json]) -> list[FunctionEntry]:
                 f"{step.runtime.url!r}"
             )
         config = raw["functions"][index]
+        where = f"functions[{index}] ({fn.id})"
         used = [name for name in UNSUPPORTED_OPTIONS if config.get(name) not in (None, [], {})]
         if used:
             raise ValueError(
-                f"functions[{index}] ({fn.id}): {', '.join(used)} "
+                f"{where}: {', '.join(used)} "
                 f"{'is' if len(used) == 1 else 'are'} not implemented by tripkit's local "
-                "executor (only concurrency is); remove the option to run locally"
+                "executor; remove the option to run locally"
             )
         limits = []
         for c_index, limit in enumerate(fn.concurrency or []):
             try:
                 limits.append(ConcurrencyLimit.parse(limit))
             except ValueError as err:
-                raise ValueError(f"functions[{index}].concurrency[{c_index}]: {err}") from None
+                raise ValueError(f"{where}: concurrency[{c_index}]: {err}") from None
         triggers = []
         for t_index, trig in enumerate(fn.triggers):
             try:
-                expr = Expression.parse(trig.expression) if trig.expression else None
+                expr = Expression.compile(trig.expression) if trig.expression else None
             except ValueError as err:
-                raise ValueError(f"functions[{index}].triggers[{t_index}]: {err}") from None
+                raise ValueError(f"{where}: triggers[{t_index}].expression: {err}") from None
             triggers.append(Trigger(trig.event, expr, trig.cron))
+        try:
+            flow = FlowControl.parse(config)
+            cancel = CancelOn.parse_all(config.get("cancel"))
+        except ValueError as err:
+            raise ValueError(f"{where}: {err}") from None
         entries.append(
             FunctionEntry(
                 id=fn.id,
@@ -302,6 +253,8 @@ def entries_from(body: SyncBody, raw: dict[str, Json]) -> list[FunctionEntry]:
                 config=config,
                 registered_at=registered_at,
                 concurrency=tuple(limits),
+                flow=flow,
+                cancel=cancel,
             )
         )
     return entries
