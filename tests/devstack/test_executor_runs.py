@@ -255,17 +255,26 @@ async def test_batch_key_and_if_split_and_skip_batches(stack: Stack) -> None:
     assert bob["output"] == [1]
 
 
-def test_what_inngest_would_not_read_is_refused_at_sync_naming_function_and_option() -> None:
+@pytest.mark.parametrize(
+    ("trigger", "expected"),
+    [
+        (inngest.TriggerCron(cron="61 * * * *"), "'61 * * * *' is not a valid cron"),
+        (inngest.TriggerEvent(event="inngest/function.finished"), "never sends"),
+    ],
+)
+def test_triggers_that_could_never_fire_are_refused_at_sync_naming_the_function(
+    trigger: Any, expected: str
+) -> None:
     port = free_port()
     executor = ServerThread(create_app(fast_config(port)), port).start()
     client = inngest.Inngest(app_id="exec-odd", is_production=False, api_base_url=executor.url)
 
-    @client.create_function(fn_id="odd-cron", trigger=inngest.TriggerCron(cron="61 * * * *"))
-    async def odd_cron(ctx: inngest.Context) -> None:
+    @client.create_function(fn_id="odd", trigger=trigger)
+    async def odd(ctx: inngest.Context) -> None:
         return None
 
     app = fastapi.FastAPI()
-    inngest.fast_api.serve(app, client, [odd_cron])
+    inngest.fast_api.serve(app, client, [odd])
     served = ServerThread(app, free_port()).start()
     try:
         answer = httpx.post(
@@ -273,7 +282,7 @@ def test_what_inngest_would_not_read_is_refused_at_sync_naming_function_and_opti
         )
         assert answer.status_code == 502, answer.text
         error = answer.json()["error"]
-        assert "exec-odd-odd-cron" in error and "'61 * * * *' is not a valid cron" in error
+        assert "exec-odd-odd" in error and expected in error
         assert httpx.get(f"{executor.url}/v1/functions").json()["data"] == []
     finally:
         served.stop()

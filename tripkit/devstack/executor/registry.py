@@ -27,6 +27,7 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 from tripkit.devstack.executor.batching import BatchConfig
 from tripkit.devstack.executor.expressions import Expression
 from tripkit.devstack.executor.flow import FlowControl
+from tripkit.devstack.executor.protocol import RESERVED_EVENT_PREFIX, InternalEvent
 from tripkit.devstack.executor.schedule import CronSchedule
 from tripkit.devstack.executor.timeouts import RunTimeouts
 from tripkit.devstack.executor.waits import CancelOn
@@ -244,6 +245,12 @@ def entries_from(body: SyncBody, raw: dict[str, Json]) -> list[FunctionEntry]:
                 raise ValueError(f"{where}: concurrency[{c_index}]: {err}") from None
         triggers = []
         for t_index, trig in enumerate(fn.triggers):
+            if _never_emitted(trig.event):
+                raise ValueError(
+                    f"{where}: triggers[{t_index}]: tripkit's local executor never sends "
+                    f"{trig.event!r}, so the function would never run; of Inngest's own events "
+                    f"it sends {' and '.join(TRIGGERABLE_INTERNAL_EVENTS)}"
+                )
             try:
                 expr = Expression.compile(trig.expression) if trig.expression else None
                 cron = CronSchedule.parse(trig.cron) if trig.cron is not None else None
@@ -273,3 +280,17 @@ def entries_from(body: SyncBody, raw: dict[str, Json]) -> list[FunctionEntry]:
             )
         )
     return entries
+
+
+#: The ``inngest/`` events a function may be triggered by: those this executor sends
+#: (``inngest/function.finished`` it does not; invoked and cron events go to one run).
+TRIGGERABLE_INTERNAL_EVENTS = (InternalEvent.FUNCTION_FAILED, InternalEvent.FUNCTION_CANCELLED)
+
+
+def _never_emitted(event: str | None) -> bool:
+    return (
+        event is not None
+        and event.startswith(RESERVED_EVENT_PREFIX)
+        and not event.endswith("*")
+        and event not in TRIGGERABLE_INTERNAL_EVENTS
+    )
