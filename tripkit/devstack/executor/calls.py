@@ -75,10 +75,10 @@ class Caller:
 
     def request_body(self, run: RunRecord, fn: FunctionEntry, attempt: int) -> dict[str, Json]:
         """The body the SDK validates strictly (see the protocol notes)."""
-        event = run.event.payload()
+        events = [e.payload() for e in run.events]
         return {
-            "event": event,
-            "events": [event],
+            "event": events[0],
+            "events": events,
             "steps": dict(run.memo),
             "use_api": False,
             "ctx": {
@@ -221,9 +221,11 @@ class Caller:
                 "ops", ops=body, no_retry=no_retry, retry_after=retry_after, sent_at=sent_at
             )
         fallback = f"the function failed (HTTP {status})"
+        error = error_from(body, fallback)
+        error["error"] = f"invalid status code: {status}"  # what Inngest's server records
         return Reply(
             "error",
-            error=error_from(body, fallback),
+            error=error,
             no_retry=no_retry,
             retry_after=retry_after,
             sent_at=sent_at,

@@ -45,6 +45,7 @@ class ExecutorConfig:
     max_runs: int = 10_000
     max_events: int = 10_000
     max_calls_per_run: int = 10_000
+    cron_poll: float = 1.0  # the cron scheduler looks at its clock at least this often
 
     def __post_init__(self) -> None:
         for name in ("signing_key", "signing_key_fallback"):
@@ -57,7 +58,12 @@ class ExecutorConfig:
                 raise ConfigError(
                     f"The executor's {name} is not a signing key (signkey-<env>-<hex>)."
                 ) from None
-        if self.request_timeout <= 0 or self.unreachable_budget < 0 or self.max_sleep < 0:
+        if (
+            self.request_timeout <= 0
+            or self.unreachable_budget < 0
+            or self.max_sleep < 0
+            or self.cron_poll <= 0
+        ):
             raise ConfigError("The executor's timeouts and budgets must be positive seconds.")
         if self.jitter < 0 or min(self.max_runs, self.max_events, self.max_calls_per_run) < 1:
             raise ConfigError("The executor's jitter and limits must be positive.")

@@ -20,10 +20,10 @@ class Opcode(StrEnum):
     STEP_ERROR = "StepError"  # the step raised; retry it while attempts remain
     STEP_FAILED = "StepFailed"  # the step's last attempt failed: store the error
     SLEEP = "Sleep"  # wake at the ISO time in the op's ``name``
+    INVOKE_FUNCTION = "InvokeFunction"  # run another function; its result is the step's
     WAIT_FOR_EVENT = "WaitForEvent"  # the event named in ``name``, opts ``if`` and ``timeout``
     # Sent by the SDK for features this executor does not implement; a run asking for
     # one fails with UnsupportedOpcode.
-    INVOKE_FUNCTION = "InvokeFunction"
     AI_GATEWAY = "AIGateway"
 
 
@@ -33,8 +33,14 @@ SUPPORTED_OPCODES = (
     Opcode.STEP_ERROR,
     Opcode.STEP_FAILED,
     Opcode.SLEEP,
+    Opcode.INVOKE_FUNCTION,
     Opcode.WAIT_FOR_EVENT,
 )
+
+#: ``opts.parallelMode`` of a planned step: "race" asks for the next step after each
+#: parallel step ends; without it (the SDK's default "wait") after all of them.
+PARALLEL_MODE_OPT = "parallelMode"
+PARALLEL_MODE_RACE = "race"
 
 
 class Header(StrEnum):
@@ -42,6 +48,7 @@ class Header(StrEnum):
 
     AUTHORIZATION = "authorization"
     CONTENT_TYPE = "content-type"
+    EVENT_ID_SEED = "x-inngest-event-id-seed"  # "<ms>,<base64 of 10 bytes>" on event sends
     NO_RETRY = "x-inngest-no-retry"
     REQUEST_ID = "x-request-id"
     RETRY_AFTER = "retry-after"
@@ -85,6 +92,8 @@ class InternalEvent(StrEnum):
 
     FUNCTION_FAILED = "inngest/function.failed"
     FUNCTION_CANCELLED = "inngest/function.cancelled"
+    FUNCTION_INVOKED = "inngest/function.invoked"  # the event an invoked run receives
+    SCHEDULED_TIMER = "inngest/scheduled.timer"  # the event a cron run receives
 
 
 RESERVED_EVENT_PREFIX = "inngest/"

@@ -33,7 +33,12 @@ _CROCKFORD = "0123456789ABCDEFGHJKMNPQRSTVWXYZ"
 
 def new_ulid() -> str:
     """A ULID like the ones Inngest uses for run and event ids (sortable by time)."""
-    n = (int(time.time() * 1000) << 80) | int.from_bytes(os.urandom(10), "big")
+    return ulid_from(int(time.time() * 1000), os.urandom(10))
+
+
+def ulid_from(millis: int, entropy: bytes) -> str:
+    """The ULID of a 48-bit millisecond time and 80 bits of entropy (Crockford base32)."""
+    n = ((millis & (2**48 - 1)) << 80) | int.from_bytes(entropy[:10].rjust(10, b"\0"), "big")
     return "".join(_CROCKFORD[(n >> (5 * i)) & 31] for i in reversed(range(26)))
 
 
@@ -132,13 +137,22 @@ class RunRecord:
     unreachable_retries: int = 0
     waiting_for_slot: int = 0  # calls of this run queued behind a concurrency limit
     throttle_delay: float = 0.0  # seconds the run waits behind its throttle before starting
-    calls_in_flight: int = 0  # calls to the app not answered yet (cancel waits for them)
+    batch: list[EventRecord] = field(default_factory=list)  # batch_events: all the events
+    calls_in_flight: int = 0  # a cancelled run lets these finish (a step is atomic)
+    first_call_at: datetime | None = None  # when the run left the queue (timeouts.start)
+    cancel_reason: str | None = None
+    done: asyncio.Event = field(default_factory=asyncio.Event)  # set once finished
     lock: asyncio.Lock = field(default_factory=asyncio.Lock)
     task: asyncio.Task[None] | None = None
 
     @property
     def finished(self) -> bool:
         return self.status != RunStatus.RUNNING
+
+    @property
+    def events(self) -> list[EventRecord]:
+        """What the SDK gets as ``events``: the batch, or the one triggering event."""
+        return self.batch or [self.event]
 
     def to_json(self) -> dict[str, Json]:
         """The dev server's run fields, plus tripkit's accounting extras."""
@@ -149,6 +163,7 @@ class RunRecord:
             "app_id": self.app_id,
             "event_id": self.event.internal_id,
             "event_name": self.event.name,
+            "event_ids": [e.internal_id for e in self.events],
             "status": self.status,
             "run_started_at": iso(self.started_at),
             "started_at": iso(self.started_at),
@@ -161,4 +176,5 @@ class RunRecord:
             "function_errors": self.function_errors,
             "unreachable_retries": self.unreachable_retries,
             "queued": self.waiting_for_slot > 0 or self.throttle_delay > 0,
+            "cancel_reason": self.cancel_reason,
         }

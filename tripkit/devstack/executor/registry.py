@@ -3,14 +3,15 @@
 The SDK's sync body (``POST /fn/register``) is validated here and turned into
 :class:`FunctionEntry` values: composite id, runtime URL, retry count and triggers. Event
 triggers match by name (a trailing ``*`` matches a prefix) and by their ``if``
-expression (any CEL over ``event``, see expressions.py). Cron triggers are stored but
-never scheduled.
+expression (any CEL over ``event``, see expressions.py). Cron triggers are parsed here
+and fired by schedule.py.
 
 Flow control: ``concurrency`` (see :class:`ConcurrencyLimit`), ``debounce``,
-``idempotency``, ``rateLimit`` and ``throttle`` (flow.py) and ``cancel`` (waits.py) are
-read here and enforced by the engine. The options in :data:`UNSUPPORTED_OPTIONS` are
-refused at registration with the function's id and the option's name: accepting and
-ignoring them would make a local run behave unlike Inngest.
+``idempotency``, ``rateLimit`` and ``throttle`` (flow.py), ``cancel`` (waits.py),
+``timeouts`` (timeouts.py) and ``batchEvents`` (batching.py) are read here and enforced
+by the engine. The options in :data:`UNSUPPORTED_OPTIONS` are refused at registration
+with the function's id and the option's name: accepting and ignoring them would make a
+local run behave unlike Inngest.
 """
 
 from __future__ import annotations
@@ -23,8 +24,12 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from tripkit.devstack.executor.batching import BatchConfig
 from tripkit.devstack.executor.expressions import Expression
 from tripkit.devstack.executor.flow import FlowControl
+from tripkit.devstack.executor.protocol import RESERVED_EVENT_PREFIX, InternalEvent
+from tripkit.devstack.executor.schedule import CronSchedule
+from tripkit.devstack.executor.timeouts import RunTimeouts
 from tripkit.devstack.executor.waits import CancelOn
 
 Json = Any
@@ -105,10 +110,8 @@ class SyncBody(BaseModel):
 
 #: Function options this executor does not implement, by their sync-body name.
 UNSUPPORTED_OPTIONS = (
-    "batchEvents",
     "priority",
     "singleton",
-    "timeouts",
 )
 
 
@@ -149,11 +152,11 @@ class ConcurrencyLimit:
 class Trigger:
     event: str | None
     expression: Expression | None
-    cron: str | None
+    cron: CronSchedule | None
 
     def matches(self, name: str, event: dict[str, Json]) -> bool:
         if self.event is None:
-            return False  # cron triggers are registered but never scheduled locally
+            return False  # a cron trigger: the scheduler starts its runs
         if self.event.endswith("*"):
             if not name.startswith(self.event[:-1]):
                 return False
@@ -173,6 +176,8 @@ class FunctionEntry:
     config: dict[str, Json]
     registered_at: datetime
     concurrency: tuple[ConcurrencyLimit, ...] = ()
+    timeouts: RunTimeouts | None = None
+    batch: BatchConfig | None = None
     flow: FlowControl = field(default_factory=FlowControl)
     cancel: tuple[CancelOn, ...] = ()
 
@@ -224,6 +229,14 @@ def entries_from(body: SyncBody, raw: dict[str, Json]) -> list[FunctionEntry]:
                 f"{'is' if len(used) == 1 else 'are'} not implemented by tripkit's local "
                 "executor; remove the option to run locally"
             )
+        try:
+            timeouts = RunTimeouts.parse(config["timeouts"]) if config.get("timeouts") else None
+        except ValueError as err:
+            raise ValueError(f"{where}: timeouts: {err}") from None
+        try:
+            batch = BatchConfig.parse(config["batchEvents"]) if config.get("batchEvents") else None
+        except ValueError as err:
+            raise ValueError(f"{where}: batchEvents: {err}") from None
         limits = []
         for c_index, limit in enumerate(fn.concurrency or []):
             try:
@@ -232,11 +245,18 @@ def entries_from(body: SyncBody, raw: dict[str, Json]) -> list[FunctionEntry]:
                 raise ValueError(f"{where}: concurrency[{c_index}]: {err}") from None
         triggers = []
         for t_index, trig in enumerate(fn.triggers):
+            if _never_emitted(trig.event):
+                raise ValueError(
+                    f"{where}: triggers[{t_index}]: tripkit's local executor never sends "
+                    f"{trig.event!r}, so the function would never run; of Inngest's own events "
+                    f"it sends {' and '.join(TRIGGERABLE_INTERNAL_EVENTS)}"
+                )
             try:
                 expr = Expression.compile(trig.expression) if trig.expression else None
+                cron = CronSchedule.parse(trig.cron) if trig.cron is not None else None
             except ValueError as err:
-                raise ValueError(f"{where}: triggers[{t_index}].expression: {err}") from None
-            triggers.append(Trigger(trig.event, expr, trig.cron))
+                raise ValueError(f"{where}: triggers[{t_index}]: {err}") from None
+            triggers.append(Trigger(trig.event, expr, cron))
         try:
             flow = FlowControl.parse(config)
             cancel = CancelOn.parse_all(config.get("cancel"))
@@ -253,8 +273,24 @@ def entries_from(body: SyncBody, raw: dict[str, Json]) -> list[FunctionEntry]:
                 config=config,
                 registered_at=registered_at,
                 concurrency=tuple(limits),
+                timeouts=timeouts,
+                batch=batch,
                 flow=flow,
                 cancel=cancel,
             )
         )
     return entries
+
+
+#: The ``inngest/`` events a function may be triggered by: those this executor sends
+#: (``inngest/function.finished`` it does not; invoked and cron events go to one run).
+TRIGGERABLE_INTERNAL_EVENTS = (InternalEvent.FUNCTION_FAILED, InternalEvent.FUNCTION_CANCELLED)
+
+
+def _never_emitted(event: str | None) -> bool:
+    return (
+        event is not None
+        and event.startswith(RESERVED_EVENT_PREFIX)
+        and not event.endswith("*")
+        and event not in TRIGGERABLE_INTERNAL_EVENTS
+    )

@@ -6,7 +6,8 @@ handler. With a signing key it signs calls and checks answers and registrations,
 production path is exercised end to end. Routes (JSON everywhere)::
 
     GET    /health                      {"status": 200, "message": "OK"}
-    POST   /e/{event_key}               {"ids": [...], "status": 200}
+    POST   /e/{event_key}               {"ids": [...], "status": 200}; a bad event:
+                                        400 {"ids": [kept...], "status": 400, "error"}
     POST   /fn/register                 {"ok": true, "modified": bool}
     POST   /_control/sync  {"url": u}   {"ok": true, "app_id", "url", "functions", "modified"}
     GET    /v1/events                   {"data": [event...], "metadata": {...}}
@@ -15,6 +16,7 @@ production path is exercised end to end. Routes (JSON everywhere)::
     DELETE /v1/runs/{run_id}            cancel a run; {"data": run, ...}
     GET    /v1/functions                {"data": [function...], "metadata": {...}}
     GET    /_control/queues             {"data": {queue: {limit, active, waiting, peak}}}
+    GET    /_control/cron               {"data": {"<function id> <cron>": next due (ISO)}}
 
 :func:`run` serves it and prints ``INNGEST_BASE_URL=http://127.0.0.1:8288`` once it
 accepts connections.
@@ -41,6 +43,7 @@ from tripkit.devstack.executor.config import MAX_EVENT_BYTES, ExecutorConfig
 from tripkit.devstack.executor.engine import BadInput, Engine
 from tripkit.devstack.executor.protocol import Header, QueryParam
 from tripkit.devstack.executor.registry import Json, iso, now_utc
+from tripkit.devstack.executor.schedule import Clock, utc_now
 
 log = logging.getLogger("tripkit.devstack.executor")
 
@@ -66,9 +69,12 @@ async def _json_body(request: Request) -> Json:
         raise BadInput("the body is not valid JSON") from None
 
 
-def create_app(config: ExecutorConfig) -> Starlette:
-    """The executor as an ASGI app; ``app.state.engine`` holds its functions, events, runs."""
-    engine = Engine(config)
+def create_app(config: ExecutorConfig, clock: Clock = utc_now) -> Starlette:
+    """The executor as an ASGI app; ``app.state.engine`` holds its functions, events, runs.
+
+    ``clock`` is what cron schedules are read against (tests pass a faster one).
+    """
+    engine = Engine(config, clock=clock)
 
     async def health(request: Request) -> JSONResponse:
         return JSONResponse({"status": 200, "message": "OK"})
@@ -78,10 +84,13 @@ def create_app(config: ExecutorConfig) -> Starlette:
         if config.event_key and not hmac.compare_digest(key, config.event_key):
             return _error("Event key not found", 401)
         try:
-            events = engine.parse_events(await _json_body(request))
+            events, problem = engine.parse_events(await _json_body(request))
         except BadInput as err:
-            return _error(str(err), 400)
-        return JSONResponse({"ids": engine.ingest(events), "status": 200})
+            return _error(str(err), 400, ids=[])
+        ids = engine.ingest(events, seed=request.headers.get(Header.EVENT_ID_SEED))
+        if problem is not None:
+            return _error(problem, 400, ids=ids)
+        return JSONResponse({"ids": ids, "status": 200})
 
     async def register(request: Request) -> JSONResponse:
         if not engine.check_register_auth(request.headers.get(Header.AUTHORIZATION)):
@@ -152,6 +161,9 @@ def create_app(config: ExecutorConfig) -> Starlette:
     async def list_queues(request: Request) -> JSONResponse:
         return _envelope({name: queue.to_json() for name, queue in engine.queues.items()})
 
+    async def list_cron(request: Request) -> JSONResponse:
+        return _envelope(engine.cron.upcoming())
+
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         try:
@@ -171,6 +183,7 @@ def create_app(config: ExecutorConfig) -> Starlette:
             Route("/v1/runs/{run_id}", cancel_run, methods=["DELETE"]),
             Route("/v1/functions", list_functions, methods=["GET"]),
             Route("/_control/queues", list_queues, methods=["GET"]),
+            Route("/_control/cron", list_cron, methods=["GET"]),
         ],
         lifespan=lifespan,
     )
