@@ -350,7 +350,8 @@ def test_entry_point(redis_url: str) -> None:
 
 
 def numsub(raw: redis.Redis, channel: str) -> int:
-    return int(raw.execute_command("PUBSUB", "NUMSUB", channel)[1])
+    ((_, count),) = raw.pubsub_numsub(channel)
+    return int(count)
 
 
 def test_subscribe_streams_upstash_lines(
@@ -420,5 +421,5 @@ def test_subscribe_stream_ends_when_redis_drops_the_connection(
     ):
         lines = stream.iter_lines()
         assert next(lines) == "data: subscribe,news,1"
-        flush_redis.execute_command("CLIENT", "KILL", "TYPE", "pubsub")
+        flush_redis.client_kill_filter(_type="pubsub")
         assert [line for line in lines if line] == []  # the stream ends: subscribe again

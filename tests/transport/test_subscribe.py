@@ -41,8 +41,8 @@ def raw(redis_url: str) -> Iterator[redis.Redis]:
 
 
 def subscribers(raw: redis.Redis, channel: str) -> int:
-    reply = raw.execute_command("PUBSUB", "NUMSUB", channel)
-    return int(reply[1])
+    ((_, count),) = raw.pubsub_numsub(channel)
+    return int(count)
 
 
 async def take(subscription: Subscription, n: int) -> list[bytes]:
@@ -81,7 +81,7 @@ async def test_a_killed_connection_is_reported_not_silently_replaced(
     messages = aiter(subscription)
     async with asyncio.timeout(5):
         assert await anext(messages) == b"before"
-    raw.execute_command("CLIENT", "KILL", "TYPE", "pubsub")
+    raw.client_kill_filter(_type="pubsub")
     with pytest.raises(RedisUnavailable):
         async with asyncio.timeout(5):
             await anext(messages)
