@@ -205,8 +205,6 @@ class PushResponse(EventSourceResponse):
     the stream on server shutdown) that releases the client's share of the push hub
     however it ends, even when the client left before the stream started."""
 
-    media_type = "text/event-stream"  # what the OpenAPI schema declares
-
     def __init__(self, stream: push.SessionStream, *, keepalive: float) -> None:
         super().__init__(
             _frames(stream), ping=keepalive, send_timeout=PUSH_SEND_TIMEOUT, sep=PUSH_SEP
@@ -363,7 +361,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
         @app.get(
             "/api/session/{session_id}/events",
-            response_class=PushResponse,
+            # No media type of its own: errors are declared as JSON, the 200 as events.
+            response_class=Response,
             responses=_errors(400, 404, 500, 503, also=PUSH_ANSWERS)
             | {400: {"model": ErrorBody, "description": "Malformed session id or Last-Event-ID"}},
         )
