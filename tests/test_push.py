@@ -239,7 +239,8 @@ async def test_fifty_clients_on_one_session_all_see_every_event_on_one_subscript
             return [event async for event in api.follow(session.session_id)]
 
         readers = [asyncio.create_task(read()) for _ in range(50)]
-        await received_until([], lambda _: served.hub.listener_count == 50, 20)
+        hub = served.hub
+        await received_until([], lambda _: hub.listener_count == 50 and hub.subscribed, 20)
         assert pubsub_clients(raw) == before + 1
         session = await writer.mark_running(session)
         await complete(writer, session)
