@@ -89,7 +89,13 @@ def _ok(result: Any) -> APIOperation[Any, Any, Any, Any]:
 
 
 @pytest.mark.parametrize(
-    "route", ["/api/generate-bundles", "/api/session/{session_id}", "/healthz"]
+    "route",
+    [
+        "/api/generate-bundles",
+        "/api/session/{session_id}",
+        "/api/session/{session_id}/events",
+        "/healthz",
+    ],
 )
 def test_every_answer_is_declared(api_url: str, route: str) -> None:
     """Generated requests, valid and not, to each operation of the route: every response's
@@ -116,7 +122,12 @@ def test_every_answer_is_declared(api_url: str, route: str) -> None:
 def test_schema_leaves_out_the_inngest_protocol_route(api_url: str) -> None:
     paths = httpx.get(f"{api_url}/openapi.json").json()["paths"]
     assert "/api/inngest" not in paths
-    assert set(paths) == {"/api/generate-bundles", "/api/session/{session_id}", "/healthz"}
+    assert set(paths) == {
+        "/api/generate-bundles",
+        "/api/session/{session_id}",
+        "/api/session/{session_id}/events",
+        "/healthz",
+    }
 
 
 JSON = {"content-type": "application/json"}
@@ -127,6 +138,9 @@ JSON = {"content-type": "application/json"}
     [
         ("GET", "/api/session/not-an-id", {}, 400),
         ("GET", "/api/session/" + "0" * 32, {}, 404),
+        ("GET", "/api/session/not-an-id/events", {}, 400),
+        ("GET", "/api/session/" + "0" * 32 + "/events", {}, 404),
+        ("GET", "/api/session/" + "0" * 32 + "/events", {"headers": {"Last-Event-ID": "x"}}, 400),
         ("POST", "/api/generate-bundles", {"content": b"{not json"}, 422),
         ("POST", "/api/generate-bundles", {"content": b"\xff{}", "headers": JSON}, 400),
         ("POST", "/api/generate-bundles", {"json": {"budget": -1}}, 422),
@@ -141,7 +155,9 @@ def test_known_errors_are_declared_with_the_error_body(
     response = httpx.request(method, f"{api_url}{path}", timeout=10, **kwargs)
     assert response.status_code == status, response.text
     spec = httpx.get(f"{api_url}/openapi.json").json()
-    route = "/api/session/{session_id}" if path.startswith("/api/session/") else path
+    route = path
+    if path.startswith("/api/session/"):
+        route = "/api/session/{session_id}" + ("/events" if path.endswith("/events") else "")
     declared = spec["paths"][route][method.lower()]["responses"]
     assert str(status) in declared
     ref = declared[str(status)]["content"]["application/json"]["schema"]["$ref"]

@@ -166,3 +166,22 @@ def test_demo_runs_end_to_end(tmp_path: Path) -> None:
     # 3 bundles: create + running + 3 summaries + complete + run record.
     assert counts["SET"] == 7, counts
     assert "Traceback" not in out + result.stderr
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(180)
+def test_demo_push_follows_by_push_and_counts_its_commands(tmp_path: Path) -> None:
+    result = run_cli("demo", "--push", "--chunk-delay", "0", cwd=tmp_path, timeout=150)
+    out = result.stdout
+    assert result.returncode == 0, out + result.stderr
+    assert "following by push" in out
+    assert "[id 6] completed" in out  # 3 bundles: ids 1, 2, 3..5, then 6
+    assert re.search(r"#\s+bundle\s+destination\s+nights\s+cost", out), out
+    commands = re.search(r"Redis commands: (\d+) \(([^)]*)\); push events: (\d+)", out)
+    assert commands, out
+    counts = {name: int(n) for name, n in (part.split() for part in commands[2].split(", "))}
+    # create + 5 writes + run record; a PUBLISH per write; the reader's SUBSCRIBE and GET,
+    # and the worker's one read.
+    assert counts == {"SET": 7, "PUBLISH": 5, "SUBSCRIBE": 1, "GET": 2}, counts
+    assert int(commands[3]) == 6
+    assert "Traceback" not in out + result.stderr

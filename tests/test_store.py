@@ -9,7 +9,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 import pytest
 import redis
 
-from tripkit import keys
+from tripkit import events, keys
 from tripkit.devstack.redis_server import EmbeddedRedis
 from tripkit.devstack.rest_gateway import BackgroundGateway
 from tripkit.errors import InvalidSessionId, RedisTimeout, RedisUnavailable, SessionNotFound
@@ -110,7 +110,9 @@ async def test_summary_writes_are_idempotent(store: SessionStore) -> None:
     assert got.summaries[0].text == "second attempt"
 
 
-async def test_each_operation_costs_one_command(store: SessionStore) -> None:
+async def test_each_operation_costs_one_command_and_each_write_one_publish(
+    store: SessionStore,
+) -> None:
     s = await store.create(PREFS)
     assert count(store) == {"SET": 1}
     store.transport.counter.reset()
@@ -118,21 +120,52 @@ async def test_each_operation_costs_one_command(store: SessionStore) -> None:
     assert count(store) == {"GET": 1}
     store.transport.counter.reset()
     s = await store.mark_running(s)
-    assert count(store) == {"SET": 1}
+    assert count(store) == {"SET": 1, "PUBLISH": 1}
     store.transport.counter.reset()
     s = await store.add_summary(s, summary(0))
-    assert count(store) == {"SET": 1}
+    assert count(store) == {"SET": 1, "PUBLISH": 1}
     store.transport.counter.reset()
     s = await store.complete(s, [bundle(0)])
-    assert count(store) == {"SET": 1}
+    assert count(store) == {"SET": 1, "PUBLISH": 1}
     other = await store.create(PREFS)
     store.transport.counter.reset()
     await store.fail(other, "boom")
-    assert count(store) == {"SET": 1}
+    assert count(store) == {"SET": 1, "PUBLISH": 1}
     third = await store.create(PREFS)
     store.transport.counter.reset()
     await store.fail(third.session_id, "boom")  # an on_failure handler knows only the id
-    assert count(store) == {"GET": 1, "SET": 1}
+    assert count(store) == {"GET": 1, "SET": 1, "PUBLISH": 1}
+
+
+async def test_each_write_announces_what_it_added(store: SessionStore, redis_url: str) -> None:
+    listener = redis.Redis.from_url(redis_url).pubsub()  # type: ignore[no-untyped-call]
+    listener.subscribe(keys.events_channel(store.prefix))
+    confirmed = listener.get_message(timeout=2)
+    assert confirmed is not None and confirmed["type"] == "subscribe"
+
+    def announced() -> tuple[str, list[tuple[int, str]]]:
+        message = listener.get_message(timeout=2)
+        assert message is not None and message["type"] == "message", message
+        payload: bytes = message["data"]
+        got = events.decode_notification(payload)
+        return events.notification_session(payload), [(e.id, e.event) for e in got]
+
+    s = await store.create(PREFS)  # nobody can follow an id not yet handed out: silent
+    s = await store.mark_running(s)
+    assert announced() == (s.session_id, [(1, "status"), (2, "status")])
+    s = await store.add_summary(s, summary(0))
+    # The status events every time (small); of the summaries only the new one.
+    assert announced() == (s.session_id, [(1, "status"), (2, "status"), (3, "summary")])
+    s = await store.add_summary(s, summary(1))
+    assert announced()[1] == [(1, "status"), (2, "status"), (4, "summary")]
+    s = await store.complete(s, [bundle(0), bundle(1)])
+    assert announced()[1] == [(1, "status"), (2, "status"), (6, "completed")]
+    # Failing, knowing only the id, still announces the final event.
+    other = await store.create(PREFS)
+    await store.fail(other.session_id, "boom")
+    assert announced() == (other.session_id, [(1, "status"), (6, "failed")])
+    assert listener.get_message(timeout=0.2) is None
+    listener.close()
 
 
 async def test_a_write_never_resurrects_a_session(store: SessionStore, raw: redis.Redis) -> None:

@@ -3,6 +3,9 @@
 - ``POST /api/generate-bundles`` -> 202 ``{sessionId, status, pollUrl}``
 - ``GET /api/session/{id}`` -> 200 the session (with an ``ETag``: a poll that sends it back
   as ``If-None-Match`` gets 304 while nothing changed), 404 ``{"error": "Session not found"}``
+- ``GET /api/session/{id}/events`` -> the session's events as server-sent events: the
+  history the client has not seen (``Last-Event-ID``), then live ones, until the final
+  one; 204 to a client that already has it (see :mod:`tripkit.push`)
 - ``/api/inngest`` -> the Inngest SDK's serve handler (signed in production)
 - ``GET /healthz`` -> Redis and Inngest reachability
 
@@ -25,21 +28,22 @@ import sys
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, MutableMapping
 from contextlib import asynccontextmanager
-from typing import Any
+from typing import Annotated, Any
 
 import httpx
 import inngest
 import inngest.fast_api
 import openai
-from fastapi import FastAPI, Header, Request
+from fastapi import FastAPI, Header, Query, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
 from fastapi.routing import APIRoute
 from pydantic import BaseModel
+from sse_starlette import EventSourceResponse, ServerSentEvent
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.routing import Route
 
-from tripkit import __version__, signing
+from tripkit import __version__, events, keys, push, signing
 from tripkit.config import Settings, load_settings
 from tripkit.constants import SERVE_PATH
 from tripkit.errors import (
@@ -65,6 +69,10 @@ MAX_API_BODY = 64 * 1024
 MAX_INNGEST_BODY = 32 * 1024 * 1024
 #: Health probes of a local Inngest in flight at once.
 PROBES = 4
+#: Seconds a push client may take to accept one event before it is dropped.
+PUSH_SEND_TIMEOUT = 30.0
+#: Line ends of the event stream (any of CRLF, CR, LF is valid SSE).
+PUSH_SEP = "\n"
 
 Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]
@@ -192,6 +200,43 @@ class Guard:
         await self.app(scope, replay, send)
 
 
+class PushResponse(EventSourceResponse):
+    """sse-starlette's response (keep-alive comments, disconnect detection, the end of
+    the stream on server shutdown) that releases the client's share of the push hub
+    however it ends, even when the client left before the stream started."""
+
+    def __init__(self, stream: push.SessionStream, *, keepalive: float) -> None:
+        super().__init__(
+            _frames(stream), ping=keepalive, send_timeout=PUSH_SEND_TIMEOUT, sep=PUSH_SEP
+        )
+        self.stream = stream
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        try:
+            await super().__call__(scope, receive, send)
+        finally:
+            self.stream.close()
+
+
+async def _frames(stream: push.SessionStream) -> AsyncIterator[ServerSentEvent]:
+    async for event in stream:
+        yield ServerSentEvent(
+            data=event.data_json(), event=event.event, id=str(event.id), sep=PUSH_SEP
+        )
+
+
+#: What the push route answers besides its errors.
+PUSH_ANSWERS: dict[int | str, dict[str, Any]] = {
+    200: {
+        "description": "Server-sent events: `status`, `summary`, then one final event "
+        "named after the final status (`completed` with the bundles, `failed`, ...). "
+        "Each has an `id:` to send back as `Last-Event-ID`; keep-alive comments between.",
+        "content": {"text/event-stream": {"schema": {"type": "string"}}},
+    },
+    204: {"description": "The client already has the final event: stop reconnecting"},
+}
+
+
 def _field(loc: tuple[Any, ...], kind: str = "") -> str:
     if kind == "json_invalid":  # its loc ends with a character position, not a field
         return "body"
@@ -235,6 +280,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     client = inngest_client(settings)
     model = ModelProvider(settings) if role != "api" else None
     sender = EventSender(client) if role != "worker" else None
+    channel = keys.events_channel(settings.key_prefix)
+    hub = push.PushHub(
+        lambda: store.transport.subscribe(channel), ready_timeout=settings.redis_timeout
+    )
 
     # One client for the health probe of a local Inngest (a client per probe costs ~40 ms
     # of CPU to build), behind a gate like every pool here.
@@ -244,6 +293,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
         yield
+        await hub.aclose()
         if sender is not None:
             await sender.aclose()
         await store.aclose()
@@ -256,6 +306,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.settings = settings
     app.state.store = store
     app.state.inngest = client
+    app.state.push_hub = hub
     _error_handlers(app)
 
     if role != "worker":
@@ -308,6 +359,28 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
         app.router.routes.insert(0, Route("/api/session/{session_id}", plain_poll, methods=["GET"]))
 
+        @app.get(
+            "/api/session/{session_id}/events",
+            # No media type of its own: errors are declared as JSON, the 200 as events.
+            response_class=Response,
+            responses=_errors(400, 404, 500, 503, also=PUSH_ANSWERS)
+            | {400: {"model": ErrorBody, "description": "Malformed session id or Last-Event-ID"}},
+        )
+        async def session_events(
+            session_id: str,
+            last_event_id: Annotated[str | None, Header()] = None,
+            last_event_id_query: Annotated[str | None, Query(alias="lastEventId")] = None,
+        ) -> Response:
+            """Follow a session by push. The ``Last-Event-ID`` header (what EventSource
+            sends when it reconnects) wins over the ``lastEventId`` query parameter (for
+            clients that cannot set headers; it stays in the URL across reconnects)."""
+            keys.validate_session_id(session_id)
+            since = events.parse_last_event_id(last_event_id, last_event_id_query)
+            stream = await push.open_stream(hub, session_id, lambda: store.get(session_id), since)
+            if stream is None:
+                return Response(status_code=204)
+            return PushResponse(stream, keepalive=settings.push_keepalive)
+
     @app.get(
         "/healthz",
         responses=_errors(
@@ -324,10 +397,14 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             "inngest": await _inngest_health(settings, probe, probes),
         }
         healthy = all(part["ok"] is not False for part in report.values())
-        return JSONResponse(
-            {"status": "ok" if healthy else "degraded", "role": role, **report},
-            status_code=200 if healthy else 503,
-        )
+        body = {"status": "ok" if healthy else "degraded", "role": role, **report}
+        if role != "worker":
+            body["push"] = {
+                "listeners": hub.listener_count,
+                "subscribed": hub.subscribed,
+                "subscriptions": hub.subscriptions,
+            }
+        return JSONResponse(body, status_code=200 if healthy else 503)
 
     if model is not None:
         worker = Worker(store=store, model=model)
@@ -372,6 +449,12 @@ def _error_handlers(app: FastAPI) -> None:
     @app.exception_handler(InvalidSessionId)
     async def bad_id(_: Request, exc: InvalidSessionId) -> JSONResponse:
         return JSONResponse(error_body("Malformed session id", exc.remedy), status_code=400)
+
+    @app.exception_handler(events.InvalidEventId)
+    async def bad_event_id(_: Request, exc: events.InvalidEventId) -> JSONResponse:
+        return JSONResponse(
+            error_body("Invalid Last-Event-ID", f"{exc.message} {exc.remedy}"), status_code=400
+        )
 
     @app.exception_handler(SessionNotFound)
     async def not_found(_: Request, exc: SessionNotFound) -> JSONResponse:

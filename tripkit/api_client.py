@@ -1,20 +1,31 @@
-"""A client for tripkit's HTTP API: request bundles, then poll the session until it ends.
+"""A client for tripkit's HTTP API: request bundles, then follow the session to its end.
 
-This is what the original app's browser code does (poll every 2 s until completed); the
-demo, the notebooks and the tests use it against any deployment of :mod:`tripkit.api`.
+Two ways to follow: :meth:`ApiClient.watch` polls, as the original app's browser code
+does (every 2 s until completed: one Redis command per poll); :meth:`ApiClient.follow`
+takes the session's events by push (``GET /api/session/{id}/events``), reconnecting
+and resuming from the last event id when the connection drops. The demo, the notebooks
+and the tests use it against any deployment of :mod:`tripkit.api`.
 """
 
 from __future__ import annotations
 
 import asyncio
+import json
+import random
 import time
 from collections.abc import AsyncIterator
 from typing import Any
 
 import httpx
+from httpx_sse import SSEError, aconnect_sse
 
+from tripkit import events
 from tripkit.errors import SessionNotFound, TripkitError
+from tripkit.events import SessionEvent
 from tripkit.models import Preferences, Session
+
+#: Answers after which :meth:`ApiClient.follow` connects again instead of giving up.
+_PASSING = frozenset({502, 503, 504})
 
 
 class ApiError(TripkitError):
@@ -33,8 +44,11 @@ class ApiClient:
 
     def __init__(self, base_url: str, *, timeout: float = 10.0) -> None:
         self.base_url = base_url.rstrip("/")
+        self.timeout = timeout
         self._http = httpx.AsyncClient(base_url=self.base_url, timeout=timeout)
         self.polls = 0
+        #: Connections :meth:`follow` opened again after one dropped or failed.
+        self.reconnects = 0
 
     async def __aenter__(self) -> ApiClient:
         return self
@@ -97,3 +111,75 @@ class ApiClient:
                     "(Inngest dashboard, or `tripkit check`).",
                 )
             await asyncio.sleep(interval)
+
+    async def follow(
+        self,
+        session_id: str,
+        last_event_id: int | None = None,
+        *,
+        retries: int = 8,
+        backoff: tuple[float, float] = (0.2, 5.0),
+        read_timeout: float = 60.0,
+    ) -> AsyncIterator[SessionEvent]:
+        """The session's events by push, after ``last_event_id`` (all without one),
+        until the final event. A dropped connection, a read silent for ``read_timeout``
+        seconds (the server sends keep-alives far more often) or a 502/503/504 is retried
+        with exponential backoff from ``backoff[0]`` to ``backoff[1]`` seconds,
+        resuming after the last event received; more than ``retries`` failures in a row
+        raise :class:`TripkitError`. A 204 (the final event was already received) ends
+        the iteration; 404 raises :class:`SessionNotFound`, other errors
+        :class:`ApiError`."""
+        path = f"/api/session/{session_id}/events"
+        timeout = httpx.Timeout(self.timeout, read=read_timeout)
+        last = last_event_id
+        failures = 0
+        delay = backoff[0]
+        while True:
+            headers = {"Last-Event-ID": str(last)} if last is not None else {}
+            progressed = False
+            try:
+                async with aconnect_sse(
+                    self._http, "GET", path, headers=headers, timeout=timeout
+                ) as source:
+                    response = source.response
+                    if response.status_code == 204:
+                        return
+                    if response.status_code >= 400 and response.status_code not in _PASSING:
+                        await response.aread()
+                        await self._json(response)  # raises the API's error
+                    if response.status_code == 200:
+                        async for sse in source.aiter_sse():
+                            # httpx-sse hands on a keep-alive comment as an event without
+                            # data; the SSE spec dispatches no event with empty data.
+                            if not sse.data or not sse.id:
+                                continue
+                            event = _event(sse.id, sse.event, sse.data)
+                            last, progressed = event.id, True
+                            yield event
+                            if event.is_final:
+                                return
+            except (httpx.TransportError, SSEError):
+                pass  # dropped, timed out, or not an event stream: connect again
+            if progressed:
+                failures, delay = 0, backoff[0]
+            else:
+                failures += 1
+                if failures > retries:
+                    raise TripkitError(
+                        f"Lost the event stream of session {session_id} at {self.base_url} "
+                        f"{failures} times in a row.",
+                        remedy="Is the app running and Redis reachable (`tripkit check`)?",
+                    )
+            self.reconnects += 1
+            await asyncio.sleep(delay * random.uniform(0.5, 1.0))
+            delay = min(delay * 2, backoff[1])
+
+
+def _event(event_id: str, name: str, data: str) -> SessionEvent:
+    try:
+        return events.parse(int(event_id), name, json.loads(data))
+    except ValueError as exc:
+        raise TripkitError(
+            f"The API sent an event this client cannot read ({exc}).",
+            remedy="Are the app and this client the same tripkit version?",
+        ) from None

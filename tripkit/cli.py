@@ -72,7 +72,7 @@ def _dev(args: argparse.Namespace) -> int:
 def _demo(args: argparse.Namespace) -> int:
     from tripkit.devstack.demo import run_demo
 
-    return run_demo(poll_interval=args.poll_interval, chunk_delay=args.chunk_delay)
+    return run_demo(poll_interval=args.poll_interval, chunk_delay=args.chunk_delay, push=args.push)
 
 
 async def _check(args: argparse.Namespace) -> int:
@@ -183,6 +183,11 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("demo", help="generate bundles end to end on the offline stack")
     p.add_argument("--poll-interval", type=float, default=2.0, help="seconds between polls")
     p.add_argument("--chunk-delay", type=float, default=0.02, help="model streaming pace (s)")
+    p.add_argument(
+        "--push",
+        action="store_true",
+        help="follow the generation by push (server-sent events) instead of polling",
+    )
     p.set_defaults(func=_demo)
 
     p = sub.add_parser("session", help="print one session as the API would serve it")

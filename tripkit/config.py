@@ -84,6 +84,7 @@ class Settings(BaseSettings):
     redis_pool_wait: float = Field(default=1.0, gt=0, le=60, alias="TRIPKIT_REDIS_POOL_WAIT")
     session_ttl: int = Field(default=3600, ge=60, le=7 * 24 * 3600, alias="TRIPKIT_SESSION_TTL")
     poll_interval: float = Field(default=2.0, gt=0, le=300, alias="TRIPKIT_POLL_INTERVAL")
+    push_keepalive: float = Field(default=15.0, gt=0, le=300, alias="TRIPKIT_PUSH_KEEPALIVE")
     key_prefix: str = Field(
         default="tripkit",
         pattern=r"^[A-Za-z0-9_.-]{1,32}$",
@@ -194,6 +195,7 @@ class Settings(BaseSettings):
             "TRIPKIT_KEY_PREFIX": self.key_prefix,
             "TRIPKIT_SESSION_TTL": str(self.session_ttl),
             "TRIPKIT_POLL_INTERVAL": str(self.poll_interval),
+            "TRIPKIT_PUSH_KEEPALIVE": str(self.push_keepalive),
         }
 
 

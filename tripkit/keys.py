@@ -39,6 +39,12 @@ def run_key(prefix: str, session_id: str) -> str:
     return f"{prefix}:run:{validate_session_id(session_id)}"
 
 
+def events_channel(prefix: str) -> str:
+    """The one pub/sub channel every session write is announced on (see
+    :mod:`tripkit.push` for why one channel for all sessions, not one per session)."""
+    return f"{prefix}:events"
+
+
 def pattern(prefix: str) -> str:
     """A SCAN pattern matching every key tripkit writes under ``prefix``."""
     return f"{prefix}:*"

@@ -7,7 +7,9 @@ bills as one:
 - ``create``: ``SET key doc NX EX ttl``  (never overwrites an existing id)
 - ``get`` (a poll): ``GET key``
 - each write: ``SET key doc XX EX ttl``  (only if the session still exists, so an
-  expired or unknown session is never resurrected; the TTL is refreshed on every write)
+  expired or unknown session is never resurrected; the TTL is refreshed on every write),
+  then ``PUBLISH`` of the events it added (see :mod:`tripkit.events`) on the one
+  channel push clients follow (:mod:`tripkit.push`): 2 commands
 
 Writes replace the document the writer computed from the session it last saw, so a
 session has one writer at a time: the generation run (its steps run one after the
@@ -18,6 +20,10 @@ written once per run with ``SET ... EX ttl``, so it expires with the session.
 
 A Lua script could check-and-modify in one round trip, but Upstash bills a script as
 one command plus each ``redis.call`` inside it, so it would cost 3 per write.
+
+The ``PUBLISH`` follows the ``SET`` (not in one pipeline): an expired session announces
+nothing, and a failed ``PUBLISH`` fails the write, so the step that wrote is retried and
+announces again; push clients drop the events they already have, by id.
 """
 
 from __future__ import annotations
@@ -26,7 +32,7 @@ from collections.abc import Iterable
 
 from pydantic import ValidationError
 
-from tripkit import keys, sessions
+from tripkit import events, keys, sessions
 from tripkit.config import Settings
 from tripkit.errors import SessionNotFound, StoreError
 from tripkit.models import Bundle, Preferences, RunRecord, Session, Status, Summary
@@ -81,7 +87,9 @@ class SessionStore:
             raise StoreError("GET returned a non-string reply.")
         return raw
 
-    async def _replace(self, session: Session) -> Session:
+    async def _replace(self, session: Session, previous: Session | None = None) -> Session:
+        """Write ``session`` over ``previous`` (what the writer last saw) and announce
+        what changed; without ``previous`` every event is announced again."""
         # Writing the same document again is harmless, so a lost reply may be retried.
         reply = await self.transport.execute(
             "SET",
@@ -97,16 +105,28 @@ class SessionStore:
                 f"Session {session.session_id} no longer exists (expired or unknown); "
                 "the write was not applied."
             )
+        await self._announce(previous, session)
         return session
 
+    async def _announce(self, previous: Session | None, session: Session) -> None:
+        new = events.announced(previous, session)
+        if new:
+            # A repeat only repeats events, which clients drop by id: safe to retry.
+            await self.transport.execute(
+                "PUBLISH",
+                keys.events_channel(self.prefix),
+                events.encode_notification(session.session_id, new),
+                retry_safe=True,
+            )
+
     async def mark_running(self, session: Session) -> Session:
-        return await self._replace(sessions.start(session))
+        return await self._replace(sessions.start(session), session)
 
     async def add_summary(self, session: Session, summary: Summary) -> Session:
-        return await self._replace(sessions.add_summary(session, summary))
+        return await self._replace(sessions.add_summary(session, summary), session)
 
     async def complete(self, session: Session, bundles: Iterable[Bundle]) -> Session:
-        return await self._replace(sessions.complete(session, bundles))
+        return await self._replace(sessions.complete(session, bundles), session)
 
     async def put_run_record(self, record: RunRecord) -> None:
         """The worker's record of a run (timings, attempts, tokens): one ``SET ... EX``."""
@@ -141,4 +161,4 @@ class SessionStore:
         current = await self.get(session) if isinstance(session, str) else session
         if current.status == Status.COMPLETED:
             return current
-        return await self._replace(sessions.fail(current, error))
+        return await self._replace(sessions.fail(current, error), current)

@@ -14,7 +14,7 @@ from typing import Any
 import httpx
 import pytest
 import redis
-from helpers import free_port
+from helpers import free_port, wait_until
 
 from tripkit.devstack.redis_server import EmbeddedRedis
 from tripkit.devstack.rest_gateway import AUTH_ERROR, BackgroundGateway
@@ -344,3 +344,82 @@ def test_entry_point(redis_url: str) -> None:
         if proc.poll() is None:
             proc.kill()
             proc.wait()
+
+
+# ------------------------------------------------------------- pub/sub over SSE
+
+
+def numsub(raw: redis.Redis, channel: str) -> int:
+    ((_, count),) = raw.pubsub_numsub(channel)
+    return int(count)
+
+
+def test_subscribe_streams_upstash_lines(
+    rest_gateway: BackgroundGateway, flush_redis: redis.Redis
+) -> None:
+    headers = {"Authorization": f"Bearer {rest_gateway.token}", "Accept": "text/event-stream"}
+    with (
+        httpx.Client(base_url=rest_gateway.url, timeout=5) as http,
+        http.stream("POST", "/subscribe/news", headers=headers, content=b"[]") as stream,
+    ):
+        assert stream.status_code == 200
+        assert stream.headers["content-type"].startswith("text/event-stream")
+        lines = stream.iter_lines()
+        assert next(lines) == "data: subscribe,news,1"  # sent once Redis confirmed
+        assert next(lines) == ""
+        assert numsub(flush_redis, "news") == 1
+        flush_redis.publish("news", "hello, world")
+        flush_redis.publish("news", '{"a":1}')
+        flush_redis.publish("news", "two\nlines")  # SSE: one data line per line
+        assert [next(lines) for _ in range(7)] == [
+            "data: message,news,hello, world",
+            "",
+            'data: message,news,{"a":1}',
+            "",
+            "data: message,news,two",
+            "data: lines",
+            "",
+        ]
+    # The client left: the gateway closes its Redis connection.
+    assert wait_until(lambda: numsub(flush_redis, "news") == 0)
+
+
+@pytest.mark.parametrize(
+    ("method", "path", "accept", "token", "status", "error"),
+    [
+        ("POST", "/subscribe/news", "", True, 400, "Accept: text/event-stream"),
+        ("GET", "/subscribe/news", "text/event-stream", True, 405, "use POST"),
+        ("POST", "/subscribe/a/b", "text/event-stream", True, 400, "one channel"),
+        ("POST", "/subscribe", "text/event-stream", True, 400, "one channel"),
+        ("POST", "/subscribe/news", "text/event-stream", False, 401, "WRONGPASS"),
+    ],
+)
+def test_subscribe_refuses_what_upstash_would_not_stream(
+    rest_gateway: BackgroundGateway,
+    method: str,
+    path: str,
+    accept: str,
+    token: bool,
+    status: int,
+    error: str,
+) -> None:
+    headers = {"Accept": accept} if accept else {}
+    if token:
+        headers["Authorization"] = f"Bearer {rest_gateway.token}"
+    response = httpx.request(method, rest_gateway.url + path, headers=headers, timeout=5)
+    assert response.status_code == status
+    assert error in response.json()["error"]
+
+
+def test_subscribe_stream_ends_when_redis_drops_the_connection(
+    rest_gateway: BackgroundGateway, flush_redis: redis.Redis
+) -> None:
+    headers = {"Authorization": f"Bearer {rest_gateway.token}", "Accept": "text/event-stream"}
+    with (
+        httpx.Client(base_url=rest_gateway.url, timeout=5) as http,
+        http.stream("POST", "/subscribe/news", headers=headers) as stream,
+    ):
+        lines = stream.iter_lines()
+        assert next(lines) == "data: subscribe,news,1"
+        flush_redis.client_kill_filter(_type="pubsub")
+        assert [line for line in lines if line] == []  # the stream ends: subscribe again

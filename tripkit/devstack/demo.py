@@ -1,8 +1,9 @@
 """`tripkit demo`: the main job, end to end, on the offline stack.
 
 Brings the stack up, requests bundles through the HTTP API like the original client,
-polls every 2 s with a progress bar and each summary as it lands, prints the bundles and
-the timings and the Redis commands used, and tears everything down.
+follows them with a progress bar and each summary as it lands (polling every 2 s, or by
+push with ``--push``), prints the bundles and the timings and the Redis commands used,
+and tears everything down.
 """
 
 from __future__ import annotations
@@ -16,7 +17,8 @@ from typing import TextIO
 from tripkit.api_client import ApiClient
 from tripkit.devstack.stack import LocalStack, StackConfig
 from tripkit.devstack.testing import RedisCommandCounter
-from tripkit.models import SAMPLE_PREFERENCES, Preferences, Session, Status
+from tripkit.events import FinalData, StatusData, SummaryData
+from tripkit.models import SAMPLE_PREFERENCES, Bundle, Preferences, Session, Status
 
 
 @dataclass
@@ -25,6 +27,19 @@ class DemoResult:
     seconds_to_session_id: float
     polls: int
     redis_commands: dict[str, int]
+
+
+@dataclass
+class PushResult:
+    """A generation followed by push, timed on the client's clock."""
+
+    session_id: str
+    final: FinalData
+    seconds_to_session_id: float
+    seconds_to_first_summary: float | None
+    seconds_to_end: float
+    events: int
+    reconnects: int
 
 
 def progress_bar(done: int, total: int, width: int = 24) -> str:
@@ -67,9 +82,57 @@ async def run_generation(
         return final, to_id, api.polls
 
 
-def print_bundles(session: Session, out: TextIO) -> None:
+async def follow_generation(
+    api_url: str, preferences: Preferences, *, out: TextIO, timeout: float = 600.0
+) -> PushResult:
+    """Request bundles and follow them by push, printing each event as it arrives."""
+    async with ApiClient(api_url) as api:
+        started = time.perf_counter()
+        session_id = await api.request_bundles(preferences)
+        to_id = time.perf_counter() - started
+        print(
+            f"sessionId {session_id} in {to_id * 1000:.0f} ms; following by push "
+            f"(GET /api/session/{session_id}/events)",
+            file=out,
+        )
+        first_summary: float | None = None
+        final: FinalData | None = None
+        count = 0
+        async with asyncio.timeout(timeout):
+            async for event in api.follow(session_id):
+                count += 1
+                data = event.data
+                if isinstance(data, StatusData):
+                    print(f"  [id {event.id}] {data.status.value}", file=out, flush=True)
+                elif isinstance(data, SummaryData):
+                    if first_summary is None:
+                        first_summary = time.perf_counter() - started
+                    summary = data.summary
+                    print(
+                        f"\n  #{summary.index + 1} {summary.title} ({summary.destination})",
+                        file=out,
+                    )
+                    print(f"     {summary.text}", file=out)
+                    bar = progress_bar(data.progress.done, data.progress.total)
+                    print(f"  [id {event.id}] {bar}", file=out, flush=True)
+                elif isinstance(data, FinalData):
+                    final = data
+                    print(f"  [id {event.id}] {event.event}", file=out, flush=True)
+        assert final is not None  # follow() ends only after the final event
+        return PushResult(
+            session_id,
+            final,
+            to_id,
+            first_summary,
+            time.perf_counter() - started,
+            count,
+            api.reconnects,
+        )
+
+
+def print_bundles(bundles: list[Bundle], out: TextIO) -> None:
     rows = [("#", "bundle", "destination", "nights", "cost")]
-    for b in session.bundles:
+    for b in bundles:
         rows.append(
             (
                 str(b.index + 1),
@@ -105,14 +168,31 @@ def print_timings(result: DemoResult, out: TextIO) -> None:
     print(f"\nRedis commands: {total} ({detail}); polls: {result.polls}", file=out)
 
 
+def print_push_timings(result: PushResult, commands: dict[str, int], out: TextIO) -> None:
+    print("\nTimings (on this client's clock)", file=out)
+    print(f"  time to sessionId      {result.seconds_to_session_id * 1000:8.0f} ms", file=out)
+    if result.seconds_to_first_summary is not None:
+        print(f"  time to first summary  {result.seconds_to_first_summary:8.1f} s", file=out)
+    print(f"  time to the last event {result.seconds_to_end:8.1f} s", file=out)
+    total = sum(commands.values())
+    detail = ", ".join(f"{k} {v}" for k, v in sorted(commands.items()))
+    print(
+        f"\nRedis commands: {total} ({detail}); push events: {result.events}, "
+        f"reconnects: {result.reconnects}",
+        file=out,
+    )
+
+
 def run_demo(
     *,
     poll_interval: float = 2.0,
     chunk_delay: float = 0.02,
+    push: bool = False,
     preferences: Preferences = SAMPLE_PREFERENCES,
     out: TextIO = sys.stdout,
 ) -> int:
-    """Run the whole demo; returns the exit status (0 when the generation completed)."""
+    """Run the whole demo; returns the exit status (0 when the generation completed).
+    ``push``: follow the generation by push instead of polling."""
     print(
         "Starting the offline stack (Redis, REST gateway, executor, model server, app)...",
         file=out,
@@ -122,6 +202,18 @@ def run_demo(
         print(f"  app at {stack.api_url}\n", file=out)
         counter = RedisCommandCounter(stack.redis_url)
         counter.reset()
+        if push:
+            pushed = asyncio.run(follow_generation(stack.api_url, preferences, out=out))
+            commands = counter.settled()
+            counter.close()
+            print("", file=out)
+            if pushed.final.status is Status.COMPLETED:
+                print_bundles(pushed.final.bundles, out)
+            else:
+                print(f"The generation failed: {pushed.final.error}", file=out)
+            print_push_timings(pushed, commands, out)
+            print("\nStopping the stack.", file=out)
+            return 0 if pushed.final.status is Status.COMPLETED else 1
         session, to_id, polls = asyncio.run(
             run_generation(stack.api_url, preferences, poll_interval=poll_interval, out=out)
         )
@@ -129,7 +221,7 @@ def run_demo(
         counter.close()
         print("", file=out)
         if session.status is Status.COMPLETED:
-            print_bundles(session, out)
+            print_bundles(session.bundles, out)
         else:
             print(f"The generation failed: {session.error}", file=out)
         print_timings(result, out)

@@ -192,6 +192,26 @@ class RespConnection:
                 self._break()
                 raise
 
+    async def read_message(self) -> Reply:
+        """The next message on a subscribed connection, however long it takes (a
+        subscription is silent until someone publishes)."""
+        async with self._lock:
+            if self.closed:
+                raise RedisUnavailable(f"The connection to Redis at {self._address} is closed.")
+            try:
+                return await read_reply(self._reader)
+            except (OSError, asyncio.IncompleteReadError) as exc:
+                self._break()
+                raise RedisUnavailable(
+                    f"Lost the connection to Redis at {self._address}: {exc or type(exc).__name__}."
+                ) from None
+            except (ValueError, asyncio.LimitOverrunError) as exc:
+                self._break()
+                raise StoreError(f"Redis protocol error from {self._address}: {exc}.") from None
+            except BaseException:
+                self._break()
+                raise
+
     def _break(self) -> None:
         """Close without waiting: this may run while the task is being cancelled."""
         self._broken = True
@@ -291,6 +311,20 @@ class RespPool:
                     await conn.aclose()
                 else:
                     self._idle.append(conn)
+
+    async def dedicated(self) -> RespConnection:
+        """A connection of the caller's own, outside the pool (a subscription holds
+        its connection for as long as it lasts); the caller closes it."""
+        if self._closed:
+            raise RedisUnavailable("The Redis connection pool is closed.")
+        return await RespConnection.open(
+            self.host,
+            self.port,
+            self._password,
+            username=self._username,
+            db=self._db,
+            timeout=self.timeout,
+        )
 
     async def execute(self, *args: Arg) -> Reply:
         async with self.connection() as conn:

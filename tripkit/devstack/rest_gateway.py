@@ -4,7 +4,8 @@ Upstash recommends SRH (a Docker image) as the local stand-in for
 ``UPSTASH_REDIS_REST_URL``; Docker does not run everywhere, so this is ours: a small
 Starlette app that checks the bearer token, forwards commands over RESP (see
 :mod:`tripkit.devstack.redis_wire`) and shapes the answers the way Upstash does, including
-``/pipeline``, ``/multi-exec`` and ``Upstash-Encoding: base64``.
+``/pipeline``, ``/multi-exec``, ``Upstash-Encoding: base64`` and the pub/sub stream
+``POST /subscribe/<channel>`` (server-sent events, one Redis connection per stream).
 
 Run it alone with ``python -m tripkit.devstack.rest_gateway --port 8079 --redis-url URL``
 (the token comes from ``--token`` or ``UPSTASH_REDIS_REST_TOKEN``).
@@ -26,6 +27,7 @@ from collections.abc import AsyncIterator, Sequence
 from typing import Any, TypeAlias
 from urllib.parse import unquote_to_bytes
 
+from sse_starlette import EventSourceResponse, ServerSentEvent
 from starlette.applications import Starlette
 from starlette.requests import ClientDisconnect, Request
 from starlette.responses import JSONResponse, Response
@@ -33,7 +35,13 @@ from starlette.routing import Route
 from starlette.types import Receive, Scope, Send
 
 from tripkit.devstack import serving
-from tripkit.devstack.redis_wire import ErrorReply, Reply, RespPool, SimpleString
+from tripkit.devstack.redis_wire import (
+    ErrorReply,
+    Reply,
+    RespConnection,
+    RespPool,
+    SimpleString,
+)
 from tripkit.errors import ConfigError, StoreError, TripkitError
 
 log = logging.getLogger(__name__)
@@ -271,6 +279,8 @@ class _Gateway:
         segments = [unquote_to_bytes(s) for s in raw_path.split(b"?", 1)[0].split(b"/") if s]
         body = await _read_body(request, self._max)
 
+        if segments and segments[0].lower() == b"subscribe":
+            return await self._subscribe(request, segments[1:], body)
         if segments in ([b"pipeline"], [b"multi-exec"]):
             if request.method not in ("POST", "PUT"):
                 raise _HttpError(405, f"ERR use POST for /{segments[0].decode()}")
@@ -294,6 +304,33 @@ class _Gateway:
         if isinstance(reply, ErrorReply):
             raise _HttpError(400, str(reply))
         return self.respond(200, {"result": to_json(reply, b64=b64)})
+
+    async def _subscribe(self, request: Request, channels: list[bytes], body: bytes) -> Response:
+        """Upstash's pub/sub over REST: ``POST /subscribe/<channel>`` with ``Accept:
+        text/event-stream`` streams ``data: subscribe,<channel>,1`` once Redis confirmed,
+        then ``data: message,<channel>,<payload>`` per message, until the client leaves
+        or Redis drops the connection (then the stream ends: subscribe again)."""
+        if request.method != "POST":
+            raise _HttpError(405, "ERR use POST for /subscribe/<channel>")
+        if "text/event-stream" not in request.headers.get("accept", ""):
+            raise _HttpError(
+                400, "ERR SUBSCRIBE over REST streams events: send 'Accept: text/event-stream'"
+            )
+        if len(channels) != 1 or not channels[0]:
+            raise _HttpError(400, "ERR subscribe to one channel per request: /subscribe/<channel>")
+        if body.strip() not in (b"", b"[]"):
+            raise _HttpError(400, "ERR /subscribe/<channel> takes no command in its body")
+        conn = await self.pool.dedicated()
+        try:
+            reply = await conn.execute(b"SUBSCRIBE", channels[0])
+        except BaseException:
+            await conn.aclose()
+            raise
+        if isinstance(reply, ErrorReply) or not isinstance(reply, list) or len(reply) != 3:
+            await conn.aclose()
+            raise _HttpError(400, str(reply) if isinstance(reply, ErrorReply) else "ERR SUBSCRIBE")
+        count = reply[2] if isinstance(reply[2], int) else 1
+        return _SubscriptionResponse(conn, channels[0].decode("utf-8", "replace"), count)
 
     def _parse_batch(self, body: bytes) -> list[Command]:
         value = _load_json(body)
@@ -333,6 +370,38 @@ class _Gateway:
         if not isinstance(exec_reply, list):
             raise StoreError(f"unexpected EXEC reply {exec_reply!r}")
         return self.respond(200, [_item(reply, b64=b64) for reply in exec_reply])
+
+
+class _SubscriptionResponse(EventSourceResponse):
+    """The stream of one subscription; closes its Redis connection however it ends
+    (the client left, Redis went away, the gateway shuts down)."""
+
+    def __init__(self, conn: RespConnection, channel: str, count: int) -> None:
+        # No keep-alive comments: Upstash's stream carries only the data lines.
+        super().__init__(_messages(conn, channel, count), ping=0, sep="\n")
+        self.conn = conn
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        try:
+            await super().__call__(scope, receive, send)
+        finally:
+            await self.conn.aclose()
+
+
+async def _messages(
+    conn: RespConnection, channel: str, count: int
+) -> AsyncIterator[ServerSentEvent]:
+    yield ServerSentEvent(data=f"subscribe,{channel},{count}", sep="\n")
+    while True:
+        try:
+            reply = await conn.read_message()
+        except StoreError as err:
+            log.warning("REST gateway: subscription to %s ended: %s", channel, err.message)
+            return
+        if isinstance(reply, list) and len(reply) == 3 and reply[0] == b"message":
+            payload = reply[2]
+            text = payload.decode("utf-8", "replace") if isinstance(payload, bytes) else payload
+            yield ServerSentEvent(data=f"message,{channel},{text}", sep="\n")
 
 
 def create_app(

@@ -7,6 +7,8 @@ need it) and re-exported here, so tests and benchmarks import their helpers from
 
 from __future__ import annotations
 
+import time
+
 import redis
 
 from tripkit.devstack.serving import free_port
@@ -35,6 +37,22 @@ class RedisCommandCounter:
             if command not in ("INFO", "CONFIG"):
                 out[command] = int(value["calls"])
         return out
+
+    def settled(self, quiet: float = 0.5, timeout: float = 10.0) -> dict[str, int]:
+        """The counts once Redis saw no command for ``quiet`` seconds (at most
+        ``timeout``): a client sees the final event just before the worker's last write,
+        its run record."""
+        deadline = time.monotonic() + timeout
+        last = self.counts()
+        still_since = time.monotonic()
+        while time.monotonic() < deadline:
+            time.sleep(0.05)
+            now = self.counts()
+            if now != last:
+                last, still_since = now, time.monotonic()
+            elif time.monotonic() - still_since >= quiet:
+                break
+        return last
 
     def close(self) -> None:
         self._client.close()

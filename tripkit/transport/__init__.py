@@ -7,12 +7,16 @@
 
 Both return the same reply shapes (strings as ``bytes``, integers, ``None``, lists), raise
 the same typed errors, and count every command they send, by name, so the cost of an
-operation can be stated in Redis commands (what Upstash bills).
+operation can be stated in Redis commands (what Upstash bills). Both can also subscribe
+to a pub/sub channel: RESP on a connection of its own, REST through Upstash's SSE
+endpoint ``POST /subscribe/<channel>``.
 """
 
 from __future__ import annotations
 
+import socket
 from collections import Counter
+from collections.abc import AsyncIterator
 from typing import Protocol, TypeAlias
 
 from tripkit.config import Settings
@@ -47,6 +51,19 @@ class CommandCounter:
         self.by_name.clear()
 
 
+class Subscription(Protocol):
+    """A confirmed subscription to one channel: its messages' payloads, in order.
+
+    Iterating raises a :class:`~tripkit.errors.StoreError` (``RedisUnavailable``) when
+    the subscription is lost; messages published meanwhile are gone (pub/sub keeps no
+    history), so the owner re-reads what it follows after subscribing again.
+    """
+
+    def __aiter__(self) -> AsyncIterator[bytes]: ...
+
+    async def aclose(self) -> None: ...
+
+
 class Transport(Protocol):
     """What the session store needs from a Redis connection."""
 
@@ -63,6 +80,11 @@ class Transport(Protocol):
         a :class:`CommandError` in its place; the other results are kept."""
         ...
 
+    async def subscribe(self, channel: str) -> Subscription:
+        """``SUBSCRIBE channel`` on a connection of its own (one command), returned once
+        Redis confirmed it, so nothing published afterwards is missed."""
+        ...
+
     async def aclose(self) -> None: ...
 
 
@@ -77,6 +99,15 @@ def error_from_reply(message: str) -> StoreError:
         return QuotaExceeded("Upstash's request limit is exceeded.")
     # Redis error text is about the command, never the credentials, so it is safe to show.
     return CommandError(f"Redis rejected a command: {message[:300]}")
+
+
+def keepalive_options() -> dict[int, int]:
+    """TCP keep-alive for a subscription's connection, which may stay idle for minutes:
+    a peer that vanished (a dropped NAT mapping, a dead host) is noticed within about a
+    minute instead of the two hours of Linux's defaults. A stopped but living Redis
+    still answers the probes, so a frozen server is not mistaken for a dead one."""
+    wanted = (("TCP_KEEPIDLE", 30), ("TCP_KEEPINTVL", 10), ("TCP_KEEPCNT", 3))
+    return {getattr(socket, name): value for name, value in wanted if hasattr(socket, name)}
 
 
 def redis_gate(where: str, max_connections: int, pool_wait: float) -> Gate:

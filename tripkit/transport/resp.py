@@ -9,10 +9,17 @@ The pool is bounded (redis-py's default opens a new connection for every concurr
 command, so a burst becomes a burst of connections to Upstash), and calls pass the same
 :class:`~tripkit.gate.Gate` as on REST: a fixed number in flight, a short wait
 for a slot, and a caller's cancellation never lands inside redis-py.
+
+A subscription gets a connection of its own, outside the pool (a subscribed RESP2
+connection can run nothing else), and redis-py may not reconnect it: its silent
+reconnect-and-resubscribe would hide the gap in which messages were lost, and the owner
+must know about that gap to catch up.
 """
 
 from __future__ import annotations
 
+import asyncio
+from collections.abc import AsyncIterator
 from typing import Any
 
 import redis.asyncio as aioredis
@@ -28,7 +35,14 @@ from tripkit.errors import (
     RedisUnavailable,
     StoreError,
 )
-from tripkit.transport import Arg, CommandCounter, Reply, error_from_reply, redis_gate
+from tripkit.transport import (
+    Arg,
+    CommandCounter,
+    Reply,
+    error_from_reply,
+    keepalive_options,
+    redis_gate,
+)
 
 
 def _normalize(value: Any) -> Reply:
@@ -45,6 +59,18 @@ def _normalize(value: Any) -> Reply:
     raise StoreError(f"Unexpected reply type from Redis: {type(value).__name__}")
 
 
+def _translate(exc: Exception, where: str) -> StoreError:
+    if isinstance(exc, rexc.AuthenticationError | rexc.AuthorizationError):
+        return error_from_reply("WRONGPASS")
+    if isinstance(exc, rexc.TimeoutError):
+        return RedisTimeout(f"Redis at {where} did not answer in time.")
+    if isinstance(exc, rexc.ConnectionError):
+        return RedisUnavailable(f"Cannot reach Redis at {where}: {str(exc).rstrip('.')}.")
+    if isinstance(exc, rexc.ResponseError):
+        return error_from_reply(str(exc))
+    return StoreError(f"Redis at {where} failed: {str(exc).rstrip('.')}.")
+
+
 class RespTransport:
     """One connection pool to one Redis, over ``redis://``, ``rediss://`` or ``unix://``."""
 
@@ -59,6 +85,7 @@ class RespTransport:
         pool_wait: float = 1.0,
     ) -> None:
         self.counter = CommandCounter()
+        self._url = url
         self._where = mask_url(url)
         self.timeout = timeout
         self.gate = redis_gate(f"Redis at {self._where}", max_connections, pool_wait)
@@ -97,15 +124,7 @@ class RespTransport:
         )
 
     def _translate(self, exc: Exception) -> StoreError:
-        if isinstance(exc, rexc.AuthenticationError | rexc.AuthorizationError):
-            return error_from_reply("WRONGPASS")
-        if isinstance(exc, rexc.TimeoutError):
-            return RedisTimeout(f"Redis at {self._where} did not answer in time.")
-        if isinstance(exc, rexc.ConnectionError):
-            return RedisUnavailable(f"Cannot reach Redis at {self._where}: {str(exc).rstrip('.')}.")
-        if isinstance(exc, rexc.ResponseError):
-            return error_from_reply(str(exc))
-        return StoreError(f"Redis at {self._where} failed: {str(exc).rstrip('.')}.")
+        return _translate(exc, self._where)
 
     async def execute(self, *args: Arg, retry_safe: bool = False) -> Reply:
         return await self.gate.run(lambda: self._execute(args, retry_safe))
@@ -148,7 +167,75 @@ class RespTransport:
                 out.append(_normalize(item))
         return out
 
+    async def subscribe(self, channel: str) -> RespSubscription:
+        self.counter.add("SUBSCRIBE")
+        return await RespSubscription.open(self._url, channel, timeout=self.timeout)
+
     async def aclose(self) -> None:
         await self.gate.drain(self.timeout)
+        await self._client.aclose()
+        await self._client.connection_pool.disconnect()
+
+
+class RespSubscription:
+    """``SUBSCRIBE channel`` on a connection of its own (see
+    :class:`tripkit.transport.Subscription`)."""
+
+    def __init__(self, client: aioredis.Redis, pubsub: Any, where: str) -> None:
+        self._client = client
+        self._pubsub = pubsub
+        self._where = where
+
+    @classmethod
+    async def open(cls, url: str, channel: str, *, timeout: float) -> RespSubscription:
+        # No retries, not even the reconnect redis-py runs before giving up (an empty
+        # supported_errors), so a lost connection always reaches the owner.
+        never = Retry(NoBackoff(), 0, supported_errors=())
+        pool = aioredis.ConnectionPool.from_url(
+            url,
+            max_connections=1,
+            socket_timeout=timeout,
+            socket_connect_timeout=timeout,
+            socket_keepalive=True,
+            socket_keepalive_options=keepalive_options(),
+            retry=never,
+            decode_responses=False,
+            protocol=2,
+            driver_info=None,
+        )
+        client = aioredis.Redis(connection_pool=pool, retry=never, retry_on_error=[])
+        subscription = cls(client, client.pubsub(), mask_url(url))
+        try:
+            async with asyncio.timeout(timeout):
+                await subscription._pubsub.subscribe(channel)
+                confirmed = await subscription._pubsub.get_message(timeout=timeout)
+        except TimeoutError:
+            await subscription.aclose()
+            raise RedisTimeout(
+                f"Redis at {subscription._where} did not confirm the subscription in time."
+            ) from None
+        except rexc.RedisError as exc:
+            await subscription.aclose()
+            raise _translate(exc, subscription._where) from None
+        except BaseException:
+            await subscription.aclose()
+            raise
+        if not confirmed or confirmed.get("type") != "subscribe":
+            await subscription.aclose()
+            raise RedisUnavailable(f"Redis at {subscription._where} did not confirm SUBSCRIBE.")
+        return subscription
+
+    async def __aiter__(self) -> AsyncIterator[bytes]:
+        while True:
+            try:
+                message = await self._pubsub.get_message(timeout=None)  # blocks: math.inf
+            except rexc.RedisError as exc:
+                raise _translate(exc, self._where) from None
+            if message is not None and message.get("type") == "message":
+                data = message["data"]
+                yield data if isinstance(data, bytes) else str(data).encode()
+
+    async def aclose(self) -> None:
+        await self._pubsub.aclose()
         await self._client.aclose()
         await self._client.connection_pool.disconnect()

@@ -15,7 +15,10 @@ falsy values, and with base64 on a non-UTF-8 value raises on read. This client i
 - asks for ``Upstash-Encoding: base64`` so any bytes round-trip, and decodes every
   string except the literal ``OK`` (which Upstash leaves as is);
 - returns per-command errors of a pipeline in place, keeping the other results;
-- sends back ``upstash-sync-token`` for read-your-writes across replicas.
+- sends back ``upstash-sync-token`` for read-your-writes across replicas;
+- subscribes through Upstash's SSE endpoint (``POST /subscribe/<channel>``, one HTTP
+  stream per channel, lines ``data: subscribe,<channel>,1`` then
+  ``data: message,<channel>,<payload>``), which the Python SDK lacks.
 
 Why aiohttp and not httpx: every poll and every session write is one request, so the
 client's cost per request bounds how many polls one process serves. Measured against the
@@ -25,10 +28,14 @@ local gateway with 50 requests in flight, httpx 0.28 spent 4.1 ms of CPU per req
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import binascii
 import json
+import socket
+from collections.abc import AsyncIterator
 from typing import Any
+from urllib.parse import quote
 
 import aiohttp
 
@@ -41,7 +48,14 @@ from tripkit.errors import (
     RedisUnavailable,
     StoreError,
 )
-from tripkit.transport import Arg, CommandCounter, Reply, error_from_reply, redis_gate
+from tripkit.transport import (
+    Arg,
+    CommandCounter,
+    Reply,
+    error_from_reply,
+    keepalive_options,
+    redis_gate,
+)
 
 
 def _arg(value: Arg) -> str:
@@ -89,6 +103,7 @@ class RestTransport:
         self.url = url.rstrip("/")
         self.timeout = timeout
         self.max_connections = max_connections
+        self._token = token
         self._headers = {
             "Authorization": f"Bearer {token}",
             "Upstash-Encoding": "base64",
@@ -201,8 +216,117 @@ class RestTransport:
                 raise StoreError("Upstash sent a pipeline item of the wrong shape.")
         return out
 
+    async def subscribe(self, channel: str) -> RestSubscription:
+        self.counter.add("SUBSCRIBE")
+        return await RestSubscription.open(self.url, self._token, channel, timeout=self.timeout)
+
     async def aclose(self) -> None:
         await self.gate.drain(self.timeout)
         if self._session is not None:
             await self._session.close()
             self._session = None
+
+
+#: The longest message a subscription reads (Upstash's request size limit on the free plan).
+MAX_MESSAGE_BYTES = 1 << 20
+
+
+def _keepalive_socket(addr_info: Any) -> socket.socket:
+    family, kind, proto, _, _ = addr_info
+    sock = socket.socket(family=family, type=kind, proto=proto)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)
+    for option, value in keepalive_options().items():
+        sock.setsockopt(socket.IPPROTO_TCP, option, value)
+    return sock
+
+
+class RestSubscription:
+    """One channel through ``POST /subscribe/<channel>``; its own HTTP connection,
+    outside the command pool, since the stream holds it for as long as it lasts.
+    See :class:`tripkit.transport.Subscription`."""
+
+    def __init__(self, http: aiohttp.ClientSession, url: str) -> None:
+        self._http = http
+        self._url = url
+        self._response: aiohttp.ClientResponse | None = None
+
+    @classmethod
+    async def open(cls, url: str, token: str, channel: str, *, timeout: float) -> RestSubscription:
+        http = aiohttp.ClientSession(
+            connector=aiohttp.TCPConnector(limit=1, socket_factory=_keepalive_socket),
+            # The stream may stay silent for as long as nobody writes: no read timeout.
+            timeout=aiohttp.ClientTimeout(total=None, connect=timeout, sock_read=None),
+            headers={"Authorization": f"Bearer {token}", "Accept": "text/event-stream"},
+            skip_auto_headers=("User-Agent",),
+            read_bufsize=MAX_MESSAGE_BYTES,  # a line is read whole: room for one message
+        )
+        subscription = cls(http, url)
+        try:
+            async with asyncio.timeout(timeout):
+                subscription._response = response = await http.post(
+                    f"{url}/subscribe/{quote(channel, safe='')}", data=b"[]"
+                )
+                if response.status != 200:
+                    raise _refused(response.status, await response.read(), url)
+                kind, _ = await subscription._next_event()
+                if kind != "subscribe":
+                    raise RedisUnavailable(f"Upstash at {url} did not confirm the subscription.")
+        except TimeoutError:
+            await subscription.aclose()
+            raise RedisTimeout(
+                f"Upstash at {url} did not confirm the subscription in time."
+            ) from None
+        except aiohttp.ClientError as exc:
+            await subscription.aclose()
+            raise RedisUnavailable(
+                f"Cannot subscribe at Upstash {url}: {type(exc).__name__}."
+            ) from None
+        except BaseException:
+            await subscription.aclose()
+            raise
+        return subscription
+
+    async def _next_event(self) -> tuple[str, bytes]:
+        """The next SSE event's ``data:`` (its lines joined by newlines, per the SSE
+        spec), split into Upstash's ``<type>,<channel>,<payload>``."""
+        assert self._response is not None
+        data: list[bytes] = []
+        while True:
+            line = await self._response.content.readline()
+            if not line:
+                raise RedisUnavailable(f"Upstash at {self._url} ended the subscription stream.")
+            line = line.rstrip(b"\r\n")
+            if line.startswith(b"data:"):
+                data.append(line[5:].removeprefix(b" "))
+            elif not line and data:
+                kind, _, rest = b"\n".join(data).partition(b",")
+                _, _, payload = rest.partition(b",")
+                return kind.decode("ascii", "replace"), payload
+
+    async def __aiter__(self) -> AsyncIterator[bytes]:
+        while True:
+            try:
+                kind, payload = await self._next_event()
+            except (aiohttp.ClientError, ValueError) as exc:  # ValueError: a line too long
+                raise RedisUnavailable(
+                    f"Lost the subscription at Upstash {self._url}: {type(exc).__name__}."
+                ) from None
+            if kind == "message":
+                yield payload
+
+    async def aclose(self) -> None:
+        if self._response is not None:
+            self._response.close()
+        await self._http.close()
+
+
+def _refused(status: int, raw: bytes, url: str) -> StoreError:
+    try:
+        error = str(json.loads(raw).get("error", ""))
+    except (ValueError, AttributeError):
+        error = ""
+    if status == 401:
+        return RedisAuthError("Upstash refused the token (401 WRONGPASS).")
+    if status == 400 and error:
+        return error_from_reply(error)
+    return RedisUnavailable(f"Upstash at {url} answered HTTP {status} to SUBSCRIBE.")
