@@ -506,8 +506,9 @@ def modes_report(args: argparse.Namespace, runs: list[ModeRun], has_push: bool) 
     polls = polls_per_generation(seconds, CLIENT_POLL_INTERVAL)
     w(
         f"Per generation at the original app's workload ({bundles} bundles over "
-        f"{seconds / 60:g} minutes, one client). Poll: the writer's commands as measured "
-        f"(create, worker, run record) + ceil({seconds:g} s / {CLIENT_POLL_INTERVAL:g} s) + "
+        f"{seconds / 60:g} minutes, one client). Poll: everything but the polls as "
+        f"measured (create, the worker's reads and writes, their announcements where the "
+        f"build has push, the run record) + ceil({seconds:g} s / {CLIENT_POLL_INTERVAL:g} s) + "
         f"1 = {polls} polls, projected. Push: as measured; it does not grow with the "
         "duration (keep-alives are SSE comments, not Redis commands). Free tiers "
         f"({_UPSTASH.label}, tripkit/data/plan_limits.json): Upstash "
