@@ -377,24 +377,6 @@ class ModeRun:
         return 1 + int(self.run["step_count"])
 
 
-def settled(
-    counter: RedisCommandCounter, quiet: float = 0.5, timeout: float = 10.0
-) -> dict[str, int]:
-    """INFO commandstats once Redis ran no command for ``quiet`` s: the app lets its push
-    subscription go only after the client has left."""
-    deadline = time.monotonic() + timeout
-    last, still = counter.counts(), time.monotonic()
-    while time.monotonic() < deadline:
-        time.sleep(0.05)
-        now = counter.counts()
-        if now != last:
-            last, still = now, time.monotonic()
-        elif time.monotonic() - still >= quiet:
-            break
-    last.pop("ECHO", None)
-    return last
-
-
 def follow_push(api_url: str, session_id: str, timeout: float = 120.0) -> tuple[list[str], bool]:
     """One push client from the POST to the final event: the event names, and whether
     every id came once and in order."""
@@ -437,7 +419,7 @@ def bench_modes(generations: int, bundles: int) -> tuple[list[ModeRun], bool]:
             modes = (["push"] if has_push else []) + ["poll"]
             for mode in modes:
                 for _ in range(generations):
-                    settled(counter, quiet=0.2)
+                    counter.settled(quiet=0.2)
                     counter.reset()
                     session_id, _ = post(http, bundles)
                     run = ModeRun(mode, bundles, {}, {})
@@ -451,7 +433,7 @@ def bench_modes(generations: int, bundles: int) -> tuple[list[ModeRun], bool]:
                                 break
                             time.sleep(CLIENT_POLL_INTERVAL)
                     run.run = wait_run_finished(stack.inngest_url, session_id)
-                    run.stats = settled(counter)
+                    run.stats = counter.settled()  # after the app drops its subscription
                     runs.append(run)
                     print(
                         f"      {mode}: {run.total} commands ({run.polls} polls), "
