@@ -32,6 +32,7 @@ $(BENCH_STAMP): $(STAMP)
 bench: $(BENCH_STAMP)
 	$(BIN)/python bench/endpoints.py
 	$(BIN)/python bench/pipeline.py
+	$(BIN)/python bench/push.py
 	$(BIN)/python bench/burst.py
 
 lint: $(STAMP)

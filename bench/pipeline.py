@@ -1,6 +1,6 @@
 """Numbers for the closing note, measured on the offline stack over real HTTP.
 
-Not a test: run it by hand (``.venv/bin/python bench/pipeline.py``). Three measurements,
+Not a test: run it by hand (``.venv/bin/python bench/pipeline.py``). Four measurements,
 each on a fresh :class:`tripkit.devstack.stack.LocalStack` (separate processes, the app
 talking to Redis through the Upstash-REST gateway, as in production):
 
@@ -11,7 +11,13 @@ talking to Redis through the Upstash-REST gateway, as in production):
    polls, from the server's INFO commandstats (what Upstash bills) and, command by
    command, from MONITOR; checked against what tripkit/store.py says they should be;
 3. executor work per run: SDK calls (HTTP requests from the executor to the app), steps,
-   attempts per step, and Inngest executions (1 run + 1 per step: what Inngest bills).
+   attempts per step, and Inngest executions (1 run + 1 per step: what Inngest bills);
+4. push and poll at the original app's workload (5 bundles, one client): Redis commands
+   per generation followed by one push client (measured) and by one client polling
+   every 2 s (the writer measured, the polls projected for 6 minutes), Inngest
+   executions from the run records, and the generations a month that fit the free
+   tiers of Upstash and Inngest together in each mode, with the limit that binds. On a
+   build without the push endpoint it says so and measures poll mode only.
 
 Prints a Markdown summary and writes it to bench/results.md (section ``pipeline``).
 """
@@ -33,11 +39,23 @@ from typing import Any
 
 import httpx
 import redis
-from shared import cpu_seconds, machine, percentile, preferences, write_section
+from shared import (
+    EVENTS_PATH,
+    NO_PUSH,
+    SseParser,
+    cpu_seconds,
+    machine,
+    percentile,
+    preferences,
+    push_route_status,
+    write_section,
+)
 
 from tripkit.devstack.stack import LocalStack, StackConfig
 from tripkit.devstack.testing import RedisCommandCounter
+from tripkit.usage.costs import polls_per_generation
 from tripkit.usage.plans import plan
+from tripkit.usage.projections import TYPICAL_DURATION_S
 
 HERE = Path(__file__).resolve().parent
 #: Upstash Redis pay-as-you-go and the free plan's commands, as the usage report prices
@@ -45,8 +63,16 @@ HERE = Path(__file__).resolve().parent
 _UPSTASH = plan("current")
 UPSTASH_USD_PER_100K = _UPSTASH.value("redis_usd_per_100k_commands") or math.nan
 UPSTASH_FREE_PER_MONTH = int(_UPSTASH.redis_commands_per_month or 0)
+INNGEST_LIMITS = {  # the free plan's Inngest limits and what one generation uses of each
+    "inngest_executions_per_month": "executions",
+    "inngest_runs_per_month": "runs",
+    "inngest_steps_per_month": "steps",
+}
 CLIENT_POLL_INTERVAL = 2.0  # the original app's browser polls every 2 s
 PROJECTED_DURATIONS = (15.0, 30.0, 60.0, 120.0)
+#: Issue 9's cost targets at the original app's workload (5 bundles, ~6 minutes).
+TARGET_PUSH_COMMANDS = 25
+TARGET_CAPACITY = 8_000
 
 
 def latency_row(label: str, values_s: list[float]) -> str:
@@ -92,7 +118,7 @@ class LatencyResult:
 def bench_time_to_session_id(
     requests: int, idle_requests: int, warmup: int, drain_timeout: float
 ) -> LatencyResult:
-    print(f"[1/3] time to sessionId: {warmup} warm-up, {idle_requests} idle, {requests} loaded")
+    print(f"[1/4] time to sessionId: {warmup} warm-up, {idle_requests} idle, {requests} loaded")
     with (
         LocalStack(StackConfig(chunk_delay=0)) as stack,
         httpx.Client(base_url=stack.api_url, timeout=30) as http,
@@ -161,11 +187,16 @@ class Generation:
     def writes(self) -> int:  # SETs other than the create and the run record
         return self.stats.get("SET", 0) - 2
 
+    #: The build announces each session write (a PUBLISH after the SET: push, issue 9).
+    announces: bool = False
+
     @property
     def expected(self) -> dict[str, int]:
+        writes = 1 + self.bundles + 1  # running, one per summary, complete
         return {
             "create": 1,
-            "writes": 1 + self.bundles + 1,  # running, one per summary, complete
+            "writes": writes,
+            "publishes": writes if self.announces else 0,
             "worker reads": 1,
             "run record": 1,
             "polls": self.polls,
@@ -176,6 +207,7 @@ class Generation:
         return {
             "create": self.monitor["create"],
             "writes": self.monitor["write"],
+            "publishes": self.monitor["PUBLISH"],
             "worker reads": self.worker_reads,
             "run record": self.monitor["run record"],
             "polls": self.polls,
@@ -259,7 +291,7 @@ def wait_run_finished(inngest_url: str, session_id: str, timeout: float = 60.0) 
 
 def bench_generations(generations: int, bundles: int, poll_interval: float) -> list[Generation]:
     print(
-        f"[2/3] Redis commands: {generations} generations of {bundles} bundles, polled "
+        f"[2/4] Redis commands: {generations} generations of {bundles} bundles, polled "
         f"every {poll_interval:g} s"
     )
     results = []
@@ -271,6 +303,7 @@ def bench_generations(generations: int, bundles: int, poll_interval: float) -> l
         session_id, _ = post(http, 1)
         wait_final(http, session_id)
         wait_run_finished(stack.inngest_url, session_id)
+        announces = push_route_status(stack.api_url, session_id) != 404
 
         counter = RedisCommandCounter(stack.redis_url)
         monitor = Monitor(stack.redis_url)
@@ -300,7 +333,9 @@ def bench_generations(generations: int, bundles: int, poll_interval: float) -> l
                     - datetime.fromisoformat(body["createdAt"])
                 ).total_seconds()
                 results.append(
-                    Generation(session_id, bundles, polls, to_id, duration, stats, seen, run)
+                    Generation(
+                        session_id, bundles, polls, to_id, duration, stats, seen, run, announces
+                    )
                 )
                 print(
                     f"      #{n + 1}: {sum(stats.values())} commands, {polls} polls, "
@@ -313,10 +348,222 @@ def bench_generations(generations: int, bundles: int, poll_interval: float) -> l
     return results
 
 
+# ------------------------------------------- 4. push and poll at the original workload
+
+
+@dataclass
+class ModeRun:
+    """One generation followed by one client, from the POST to the end."""
+
+    mode: str  # "push" or "poll"
+    bundles: int
+    stats: dict[str, int]  # INFO commandstats from before the POST to after the end
+    run: dict[str, Any]
+    polls: int = 0
+    events: list[str] = field(default_factory=list)  # push: the event names received
+    exact: bool = True  # push: ids strictly increasing, ending with the final event
+
+    @property
+    def total(self) -> int:
+        return sum(self.stats.values())
+
+    @property
+    def writer(self) -> int:
+        """Everything but the client's polls: the create, the worker, a push client."""
+        return self.total - self.polls
+
+    @property
+    def executions(self) -> int:
+        return 1 + int(self.run["step_count"])
+
+
+def follow_push(api_url: str, session_id: str, timeout: float = 120.0) -> tuple[list[str], bool]:
+    """One push client from the POST to the final event: the event names, and whether
+    every id came once and in order."""
+    names: list[str] = []
+    ids: list[int] = []
+    parser = SseParser()
+    url = api_url + EVENTS_PATH.format(session_id=session_id)
+    with httpx.stream("GET", url, timeout=httpx.Timeout(10.0, read=timeout)) as response:
+        if response.status_code != 200:
+            raise RuntimeError(f"the push route answered {response.status_code}")
+        for line in response.iter_lines():
+            event = parser.feed(line)
+            if event is None:
+                continue
+            names.append(event.event)
+            ids.append(int(event.id))
+            if event.event not in ("status", "summary"):
+                break
+    final = bool(names) and names[-1] == "completed"
+    return names, final and ids == sorted(set(ids))
+
+
+def bench_modes(generations: int, bundles: int) -> tuple[list[ModeRun], bool]:
+    """``generations`` generations of ``bundles`` bundles followed by push, then as many
+    polled every 2 s; whether this build has push at all."""
+    print(f"[4/4] push and poll: {generations} generations of {bundles} bundles each way")
+    runs: list[ModeRun] = []
+    with (
+        LocalStack(StackConfig(chunk_delay=0)) as stack,
+        httpx.Client(base_url=stack.api_url, timeout=30) as http,
+    ):
+        session_id, _ = post(http, 1)
+        wait_final(http, session_id)
+        wait_run_finished(stack.inngest_url, session_id)
+        has_push = push_route_status(stack.api_url, session_id) != 404
+        if not has_push:
+            print(f"      {NO_PUSH}: the events route answered 404")
+        counter = RedisCommandCounter(stack.redis_url)
+        try:
+            modes = (["push"] if has_push else []) + ["poll"]
+            for mode in modes:
+                for _ in range(generations):
+                    counter.settled(quiet=0.2)
+                    counter.reset()
+                    session_id, _ = post(http, bundles)
+                    run = ModeRun(mode, bundles, {}, {})
+                    if mode == "push":
+                        run.events, run.exact = follow_push(stack.api_url, session_id)
+                    else:
+                        while True:
+                            run.polls += 1
+                            body = http.get(f"/api/session/{session_id}").json()
+                            if body["status"] in ("completed", "failed"):
+                                break
+                            time.sleep(CLIENT_POLL_INTERVAL)
+                    run.run = wait_run_finished(stack.inngest_url, session_id)
+                    run.stats = counter.settled()  # after the app drops its subscription
+                    runs.append(run)
+                    print(
+                        f"      {mode}: {run.total} commands ({run.polls} polls), "
+                        f"{run.executions} executions"
+                    )
+        finally:
+            counter.close()
+    return runs, has_push
+
+
+def inngest_bound(executions: float, steps: float) -> float:
+    """Generations a month the free Inngest plan allows (its runs, steps or executions)."""
+    per = {"executions": executions, "runs": 1.0, "steps": steps}
+    bounds = [
+        value / per[unit]
+        for key, unit in INNGEST_LIMITS.items()
+        if (value := _UPSTASH.value(key)) is not None
+    ]
+    return min(bounds) if bounds else math.inf
+
+
+def modes_report(args: argparse.Namespace, runs: list[ModeRun], has_push: bool) -> list[str]:
+    out: list[str] = []
+    w = out.append
+    mean = statistics.fmean
+    bundles = args.mode_bundles
+    w(f"## 4. Push and poll at the original app's workload ({bundles} bundles, one client)")
+    w("")
+    w(
+        f"Each generation measured from the POST to its end on the same stack, with INFO "
+        f"commandstats reset before the POST and read once Redis was quiet after the run "
+        f"ended. **push**: one client follows `GET /api/session/{{id}}/events` from the "
+        f"POST to the final event. **poll**: one client polls every "
+        f"{CLIENT_POLL_INTERVAL:g} s. Inngest executions = 1 run + its steps, from the "
+        "executor's run records."
+    )
+    w("")
+    if not has_push:
+        w(f"**{NO_PUSH}** (the events route answered 404): only poll mode is measured.")
+        w("")
+    w("| mode | # | Redis commands | by command | polls | events received | Inngest executions |")
+    w("| --- | ---: | ---: | --- | ---: | --- | ---: |")
+    for mode in ("push", "poll"):
+        for n, r in enumerate([r for r in runs if r.mode == mode], 1):
+            by = ", ".join(f"{k} {v}" for k, v in sorted(r.stats.items()))
+            seen = ", ".join(f"{k} {v}" for k, v in Counter(r.events).items())
+            if mode == "push" and not r.exact:
+                seen += " (NOT each once, in order, to `completed`)"
+            w(f"| {mode} | {n} | {r.total} | {by} | {r.polls} | {seen or '-'} | {r.executions} |")
+    w("")
+    seconds = args.workload_seconds
+    polls = polls_per_generation(seconds, CLIENT_POLL_INTERVAL)
+    w(
+        f"Per generation at the original app's workload ({bundles} bundles over "
+        f"{seconds / 60:g} minutes, one client). Poll: everything but the polls as "
+        f"measured (create, the worker's reads and writes, their announcements where the "
+        f"build has push, the run record) + ceil({seconds:g} s / {CLIENT_POLL_INTERVAL:g} s) + "
+        f"1 = {polls} polls, projected. Push: as measured; it does not grow with the "
+        "duration (keep-alives are SSE comments, not Redis commands). Free tiers "
+        f"({_UPSTASH.label}, tripkit/data/plan_limits.json): Upstash "
+        f"{UPSTASH_FREE_PER_MONTH:,} commands a month, Inngest "
+        + ", ".join(
+            f"{int(v):,} {unit}"
+            for key, unit in INNGEST_LIMITS.items()
+            if (v := _UPSTASH.value(key)) is not None
+        )
+        + " a month."
+    )
+    w("")
+    w(
+        "| mode | Redis commands / generation | Inngest executions / generation "
+        "| Upstash free allows / month | Inngest free allows / month | fit both / month "
+        "| bound by |"
+    )
+    w("| --- | ---: | ---: | ---: | ---: | ---: | --- |")
+    rows: dict[str, tuple[float, float, float]] = {}
+    for mode in ("push", "poll"):
+        mine = [r for r in runs if r.mode == mode]
+        if not mine:
+            w(f"| {mode} | {NO_PUSH} | | | | | |")
+            continue
+        commands = (
+            mean([r.total for r in mine])
+            if mode == "push"
+            else (mean([r.writer for r in mine]) + polls)
+        )
+        executions = mean([r.executions for r in mine])
+        steps = mean([float(r.run["step_count"]) for r in mine])
+        redis_bound = UPSTASH_FREE_PER_MONTH / commands
+        inngest = inngest_bound(executions, steps)
+        fits = math.floor(min(redis_bound, inngest))
+        rows[mode] = (commands, executions, fits)
+        how = "measured" if mode == "push" else f"{mean([r.writer for r in mine]):g} + {polls}"
+        w(
+            f"| {mode} | {commands:g} ({how}) | {executions:g} | {math.floor(redis_bound):,} "
+            f"| {math.floor(inngest):,} | **{fits:,}** | "
+            f"{'Upstash' if redis_bound <= inngest else 'Inngest'} |"
+        )
+    w("")
+    targets = []
+    if "push" in rows:
+        commands, executions, capacity = rows["push"]
+        targets.append(
+            f"push costs {commands:g} Redis commands (target <= {TARGET_PUSH_COMMANDS}: "
+            f"{'met' if commands <= TARGET_PUSH_COMMANDS else 'NOT met'})"
+        )
+        targets.append(
+            f"free-tier capacity {capacity:,.0f} generations a month in push mode (target >= "
+            f"{TARGET_CAPACITY:,}: {'met' if capacity >= TARGET_CAPACITY else 'NOT met'})"
+        )
+    if rows:
+        executions = max(e for _, e, _ in rows.values())
+        targets.append(
+            f"{executions:g} Inngest executions for {bundles} bundles (target <= bundles + 1 "
+            f"= {bundles + 1}: {'met' if executions <= bundles + 1 else 'NOT met'})"
+        )
+    w("Issue 9's targets: " + "; ".join(targets) + ".")
+    w("")
+    return out
+
+
 # ------------------------------------------------------------------------------ report
 
 
-def report(args: argparse.Namespace, latency: LatencyResult, gens: list[Generation]) -> str:
+def report(
+    args: argparse.Namespace,
+    latency: LatencyResult,
+    gens: list[Generation],
+    modes: tuple[list[ModeRun], bool],
+) -> str:
     out: list[str] = []
     w = out.append
     w("# tripkit pipeline benchmark")
@@ -375,23 +622,31 @@ def report(args: argparse.Namespace, latency: LatencyResult, gens: list[Generati
         "Totals from INFO commandstats (what the server executed; Upstash bills each). The "
         "split is from MONITOR, command by command; worker reads = GETs - polls. "
         "Expected (tripkit/store.py): create 1, writes 1 running + 1 per summary + "
-        "1 complete, worker reads 1, run record 1, polls = polls made."
+        "1 complete, each followed by a PUBLISH on a build with push (issue 9), worker "
+        "reads 1, run record 1, polls = polls made."
     )
     w("")
     w(
-        "| # | total | GET | SET | other | create | writes | worker reads | run record | polls "
-        "| matches theory | duration (s) |"
+        "| # | total | GET | SET | PUBLISH | other | create | writes | publishes | worker reads "
+        "| run record | polls | matches theory | duration (s) |"
     )
-    w("| ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- | ---: |")
+    w(
+        "| ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: "
+        "| --- | ---: |"
+    )
+
+    def other(g: Generation) -> int:
+        return g.total - sum(g.stats.get(c, 0) for c in ("GET", "SET", "PUBLISH"))
+
     for n, g in enumerate(gens, 1):
-        other = g.total - g.stats.get("GET", 0) - g.stats.get("SET", 0)
         m = g.measured
-        ok = m == g.expected and g.writes == m["writes"] and other == 0
+        ok = m == g.expected and g.writes == m["writes"] and other(g) == 0
         w(
-            f"| {n} | {g.total} | {g.stats.get('GET', 0)} | {g.stats.get('SET', 0)} | {other} | "
-            f"{m['create']} | {m['writes']} | {m['worker reads']} | {m['run record']} | "
-            f"{m['polls']} | {'yes' if ok else 'NO: expected ' + str(g.expected)} | "
-            f"{g.duration:.2f} |"
+            f"| {n} | {g.total} | {g.stats.get('GET', 0)} | {g.stats.get('SET', 0)} | "
+            f"{g.stats.get('PUBLISH', 0)} | {other(g)} | "
+            f"{m['create']} | {m['writes']} | {m['publishes']} | {m['worker reads']} | "
+            f"{m['run record']} | {m['polls']} | "
+            f"{'yes' if ok else 'NO: expected ' + str(g.expected)} | {g.duration:.2f} |"
         )
     mean = statistics.fmean
     fixed = mean([g.total - g.polls for g in gens])
@@ -399,9 +654,11 @@ def report(args: argparse.Namespace, latency: LatencyResult, gens: list[Generati
         f"| mean | {mean([g.total for g in gens]):.1f} | "
         f"{mean([g.stats.get('GET', 0) for g in gens]):.1f} | "
         f"{mean([g.stats.get('SET', 0) for g in gens]):.1f} | "
-        f"{mean([g.total - g.stats.get('GET', 0) - g.stats.get('SET', 0) for g in gens]):.1f} | "
+        f"{mean([g.stats.get('PUBLISH', 0) for g in gens]):.1f} | "
+        f"{mean([other(g) for g in gens]):.1f} | "
         f"{mean([g.measured['create'] for g in gens]):.1f} | "
         f"{mean([g.measured['writes'] for g in gens]):.1f} | "
+        f"{mean([g.measured['publishes'] for g in gens]):.1f} | "
         f"{mean([g.worker_reads for g in gens]):.1f} | "
         f"{mean([g.measured['run record'] for g in gens]):.1f} | "
         f"{mean([g.polls for g in gens]):.1f} |  | {mean([g.duration for g in gens]):.2f} |"
@@ -469,6 +726,7 @@ def report(args: argparse.Namespace, latency: LatencyResult, gens: list[Generati
         f"{args.bundles}-bundle generation."
     )
     w("")
+    out += modes_report(args, *modes)
     return "\n".join(out)
 
 
@@ -481,17 +739,30 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--generations", type=int, default=5, help="detailed runs (default 5)")
     parser.add_argument("--bundles", type=int, default=3, help="bundles per detailed run")
     parser.add_argument("--poll-interval", type=float, default=0.5, help="detailed runs' polls")
+    parser.add_argument(
+        "--mode-generations", type=int, default=2, help="push and poll runs each (default 2)"
+    )
+    parser.add_argument(
+        "--mode-bundles", type=int, default=5, help="bundles in those (default 5: the original)"
+    )
+    parser.add_argument(
+        "--workload-seconds",
+        type=float,
+        default=TYPICAL_DURATION_S,
+        help="the original generation's duration, for the poll projection (default 360)",
+    )
     parser.add_argument("--out", type=Path, default=HERE / "results.md", help="Markdown file")
     args = parser.parse_args(argv)
-    if args.requests < 1 or args.generations < 1:
-        parser.error("--requests and --generations must be at least 1")
+    if args.requests < 1 or args.generations < 1 or args.mode_generations < 1:
+        parser.error("--requests, --generations and --mode-generations must be at least 1")
 
     latency = bench_time_to_session_id(
         args.requests, args.idle_requests, args.warmup, args.drain_timeout
     )
     generations = bench_generations(args.generations, args.bundles, args.poll_interval)
-    print("[3/3] executor runs: read from the same generations")
-    text = report(args, latency, generations)
+    print("[3/4] executor runs: read from the same generations")
+    modes = bench_modes(args.mode_generations, args.mode_bundles)
+    text = report(args, latency, generations, modes)
     print()
     print(text)
     write_section(args.out, "pipeline", text)
