@@ -59,7 +59,7 @@ class Lab:
         return f"{self.base}/lab/tree/{notebook}?token={self.token}&reset"
 
 
-def _start_lab(name: str, root: Path, home: Path, *, environment: str, env: dict[str, str]) -> Lab:
+def _launch_lab(name: str, root: Path, home: Path, *, environment: str, env: dict[str, str]) -> Lab:
     home.mkdir(parents=True, exist_ok=True)
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
     port, token = free_port(), secrets.token_urlsafe(16)
@@ -86,14 +86,18 @@ def _start_lab(name: str, root: Path, home: Path, *, environment: str, env: dict
             stdin=subprocess.DEVNULL,
             start_new_session=True,
         )
-    lab = Lab(f"http://127.0.0.1:{port}", token, root, process, log)
+    return Lab(f"http://127.0.0.1:{port}", token, root, process, log)
+
+
+def _wait_ready(lab: Lab) -> None:
+    process, log, token = lab.process, lab.log, lab.token
     deadline = time.monotonic() + LAB_START_TIMEOUT
     while time.monotonic() < deadline:
         if process.poll() is not None:
             raise RuntimeError(f"make lab exited {process.returncode}:\n{log.read_text()}")
         try:
             if httpx.get(f"{lab.base}/api/status?token={token}", timeout=2).status_code == 200:
-                return lab
+                return
         except httpx.HTTPError:
             pass
         time.sleep(0.5)
@@ -124,21 +128,17 @@ def browser_stack() -> Iterator[LocalStack]:
 
 
 @pytest.fixture(scope="session")
-def local_lab(browser_stack: LocalStack, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Lab]:
-    """``make lab`` in the checkout with the stack's lines exported, as after ``tripkit dev``
-    in another shell; the notebooks poll every 0.5 s."""
-    env = dict(browser_stack.env) | {"TRIPKIT_POLL_INTERVAL": "0.5"}
-    home = tmp_path_factory.mktemp("lab-local")
-    lab = _start_lab("lab-local", ROOT, home, environment="local", env=env)
-    yield lab
-    _stop_lab(lab)
+def labs(
+    browser_stack: LocalStack, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[list[Lab]]:
+    """Two ``make lab`` runs, started together (JupyterLab is slow to start):
 
-
-@pytest.fixture(scope="session")
-def real_lab(browser_stack: LocalStack, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Lab]:
-    """``make lab`` in a copy of the project layout whose ``.env.local`` holds a wrong
-    Upstash token (for the stack's gateway), nothing in the environment: the notebooks must
-    find that file from ``notebooks/`` and report what is wrong with it."""
+    - ``local``: in the checkout with the stack's lines exported, as after ``tripkit dev``
+      in another shell; the notebooks poll every 0.5 s;
+    - ``real``: in a copy of the project layout whose ``.env.local`` holds a wrong Upstash
+      token (for the stack's gateway), nothing in the environment: the notebooks must find
+      that file from ``notebooks/`` and report what is wrong with it.
+    """
     project = tmp_path_factory.mktemp("project")
     shutil.copy(ROOT / "pyproject.toml", project / "pyproject.toml")
     shutil.copytree(
@@ -150,9 +150,30 @@ def real_lab(browser_stack: LocalStack, tmp_path_factory: pytest.TempPathFactory
         f"UPSTASH_REDIS_REST_URL={browser_stack.rest_url}\n"
         f"UPSTASH_REDIS_REST_TOKEN=wrong-{secrets.token_hex(8)}\n"
     )
-    lab = _start_lab("lab-real", project, project / ".lab", environment="auto", env={})
-    yield lab
-    _stop_lab(lab)
+    env = dict(browser_stack.env) | {"TRIPKIT_POLL_INTERVAL": "0.5"}
+    started = [
+        _launch_lab(
+            "lab-local", ROOT, tmp_path_factory.mktemp("lab"), environment="local", env=env
+        ),
+        _launch_lab("lab-real", project, project / ".lab", environment="auto", env={}),
+    ]
+    try:
+        for lab in started:
+            _wait_ready(lab)
+        yield started
+    finally:
+        for lab in started:
+            _stop_lab(lab)
+
+
+@pytest.fixture(scope="session")
+def local_lab(labs: list[Lab]) -> Lab:
+    return labs[0]
+
+
+@pytest.fixture(scope="session")
+def real_lab(labs: list[Lab]) -> Lab:
+    return labs[1]
 
 
 @pytest.fixture(scope="session")

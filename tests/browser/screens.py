@@ -12,11 +12,11 @@ ARTIFACTS = ROOT / "test-artifacts" / "browser"
 REPORT: list[str] = []
 
 
-def shot(page: Any, name: str) -> Path:
+def shot(page: Any, name: str, *, full_page: bool = True) -> Path:
     """Save what the tab shows now as ``test-artifacts/browser/<name>.png``."""
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
     path = ARTIFACTS / f"{name}.png"
-    page.screenshot(path=str(path), full_page=True)
+    page.screenshot(path=str(path), full_page=full_page)
     return path
 
 

@@ -109,12 +109,9 @@ def test_notebook_01_shows_a_wrong_upstash_token_and_its_remedy(page: Any, real_
     run_all(page)
     # the last cell's table: every check before it has run
     page.get_by_text("Session not found").first.wait_for(timeout=90_000)
-    # JupyterLab renders cells near the viewport only: scroll each candidate row into view
+    # text_content: JupyterLab lays out only the cells near the viewport
     rows = page.locator("tr", has_text="upstash.ping")
-    texts = []
-    for index in range(rows.count()):
-        rows.nth(index).scroll_into_view_if_needed()
-        texts.append(rows.nth(index).inner_text())
+    texts = [rows.nth(index).text_content() or "" for index in range(rows.count())]
     remedy = RedisAuthError.remedy.split(":")[0]  # "Check the Upstash credentials"
     failing = [t for t in texts if re.search(r"\bfail", t, re.I) and "401" in t]
     assert failing and remedy in failing[0], texts

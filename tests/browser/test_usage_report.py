@@ -18,7 +18,8 @@ def test_the_example_report_opens_with_its_verdict(page: Any) -> None:
     report = max((ROOT / "reports").glob("usage-*.html"))
     page.goto(report.as_uri())
     page.locator("h1").first.wait_for()
-    shot(page, "report-top")
+    shot(page, "report-top", full_page=False)  # what a manager sees first
+    shot(page, "report-full")
     assert "usage report" in page.locator("h1").first.inner_text().lower()
     assert page.locator("table").count() >= 3 and page.locator("img").count() >= 1
     verdict = page.locator("h1, h2, h3").get_by_text("Verdict")

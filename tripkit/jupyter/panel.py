@@ -448,7 +448,8 @@ class GenerationPanel:
     def show_results(self, session: Session, record: RunRecord | None) -> None:
         """The final bundles (when it completed) and the run's timeline."""
         self.bundles.value = (
-            "<h4>The bundles</h4>" + bundles_frame(session).to_html(justify="left")
+            "<h4>The bundles</h4>"
+            + bundles_frame(session).to_html(justify="left", index_names=False)
             if session.status is Status.COMPLETED
             else ""
         )
