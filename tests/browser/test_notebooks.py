@@ -111,9 +111,12 @@ def test_notebook_01_shows_a_wrong_upstash_token_and_its_remedy(page: Any, real_
     page.get_by_text("Session not found").first.wait_for(timeout=90_000)
     # text_content: JupyterLab lays out only the cells near the viewport
     rows = page.locator("tr", has_text="upstash.ping")
-    texts = [rows.nth(index).text_content() or "" for index in range(rows.count())]
+    texts = [
+        " | ".join(rows.nth(index).locator("td, th").all_text_contents())
+        for index in range(rows.count())
+    ]
     remedy = RedisAuthError.remedy.split(":")[0]  # "Check the Upstash credentials"
-    failing = [t for t in texts if re.search(r"\bfail", t, re.I) and "401" in t]
+    failing = [t for t in texts if re.search(r"\bfail\b", t, re.I) and "401" in t]
     assert failing and remedy in failing[0], texts
     rows.first.scroll_into_view_if_needed()
     shot(page, "01-real-wrong-token")

@@ -4,16 +4,9 @@ from __future__ import annotations
 
 from typing import Any
 
-import pytest
-
 from browser.screens import ROOT, shot
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="the verdict at the top of the report is issue 10 point 5, built on another "
-    "branch; remove this mark when it is merged",
-)
 def test_the_example_report_opens_with_its_verdict(page: Any) -> None:
     report = max((ROOT / "reports").glob("usage-*.html"))
     page.goto(report.as_uri())
