@@ -1,5 +1,5 @@
-# The two commands of the README: `make demo` and `make test`. Each creates .venv and
-# installs the project (with its extras) when missing or when pyproject.toml changed.
+# The commands of the README: `make demo`, `make test` and `make lab`. Each creates .venv
+# and installs the project (with its extras) when missing or when pyproject.toml changed.
 
 PYTHON ?= python3
 VENV   ?= .venv
@@ -9,7 +9,7 @@ STAMP  := $(VENV)/.tripkit-installed
 #: Everything ruff reads: the package, the tests, the benchmarks and the notebooks.
 SOURCES := tripkit tests bench notebooks
 
-.PHONY: demo test bench lint format typecheck check clean
+.PHONY: demo test lab bench lint format typecheck check clean
 
 $(STAMP): pyproject.toml
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "tripkit needs Python >= 3.11 (set PYTHON=python3.x)")'
@@ -22,6 +22,11 @@ demo: $(STAMP)
 
 test: $(STAMP)
 	$(BIN)/python -m pytest
+
+#: JupyterLab on notebooks/ with a stack (tripkit/jupyter/lab.py says which);
+#: e.g. `make lab LAB_ARGS="--environment local --port 8888"`.
+lab: $(STAMP)
+	$(BIN)/python -m tripkit.jupyter.lab $(LAB_ARGS)
 
 BENCH_STAMP := $(VENV)/.tripkit-bench-installed
 
@@ -50,4 +55,4 @@ typecheck: $(BENCH_STAMP)  # mypy reads bench/ too, whose bare app imports rq
 check: lint typecheck test
 
 clean:
-	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache test-artifacts

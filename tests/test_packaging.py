@@ -30,3 +30,16 @@ def test_environment_yml_python_matches_requires_python() -> None:
     project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
     env = yaml.safe_load((ROOT / "environment.yml").read_text())
     assert f"python{project['requires-python']}" in env["dependencies"]
+
+
+def test_notebooks_commit_no_outputs_but_the_ones_nbval_compares() -> None:
+    """A committed output is stale the moment someone opens the notebook; only the cells
+    marked NBVAL_CHECK_OUTPUT keep theirs (they are the expected values)."""
+    import json
+
+    for path in sorted((ROOT / "notebooks").glob("*.ipynb")):
+        for cell in json.loads(path.read_text())["cells"]:
+            source = "".join(cell["source"])
+            if cell.get("outputs") and "NBVAL_CHECK_OUTPUT" not in source:
+                raise AssertionError(f"{path.name}: a cell has stale outputs: {source[:60]!r}")
+            assert "execution" not in cell.get("metadata", {}), path.name

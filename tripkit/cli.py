@@ -15,6 +15,7 @@ from collections.abc import Callable, Sequence
 from tripkit import __version__
 from tripkit.config import load_settings
 from tripkit.errors import TripkitError
+from tripkit.paths import history_csv, project_root, reports_dir
 from tripkit.store import SessionStore
 
 
@@ -80,7 +81,7 @@ async def _check(args: argparse.Namespace) -> int:
 
     try:
         results = await check_environment(
-            args.env_dir,
+            args.env_dir or project_root(),
             api_url=args.api_url,
             worker_url=args.worker_url,
             only=args.only,
@@ -110,7 +111,7 @@ def _report(args: argparse.Namespace) -> int:
     if args.env_dir is not None:
         parameters.setdefault("env_dir", args.env_dir)
     paths = run_report(
-        args.output_dir,
+        args.output_dir or reports_dir(),
         parameters=parameters,
         kernel_name=args.kernel,
         timeout=args.timeout,
@@ -125,10 +126,11 @@ def _report(args: argparse.Namespace) -> int:
 async def _harvest(args: argparse.Namespace) -> int:
     from tripkit.usage.history import harvest_from_redis
 
-    history, done = await harvest_from_redis(args.csv, env_dir=args.env_dir)
+    csv = args.csv or history_csv()
+    history, done = await harvest_from_redis(csv, env_dir=args.env_dir)
     print(
         f"harvested {done.found} run records ({done.new} new) for {done.total_commands} "
-        f"Redis commands; {len(history)} generations in {args.csv}"
+        f"Redis commands; {len(history)} generations in {csv}"
     )
     return 0
 
@@ -149,7 +151,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--env-dir",
         default=None,
-        help="where .env.local and .env are read from (default: the current directory)",
+        help="where .env.local and .env are read from (default: the project root, the "
+        "nearest folder upwards holding pyproject.toml, .env.local or .env; or $TRIPKIT_ROOT)",
     )
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
@@ -213,11 +216,20 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=_check)
 
     p = sub.add_parser("harvest", help="copy the run records in Redis into the history CSV")
-    p.add_argument("csv", nargs="?", default="reports/data/runs.csv", help="the history CSV")
+    p.add_argument(
+        "csv",
+        nargs="?",
+        default=None,
+        help="the history CSV (default: reports/data/runs.csv under the project root)",
+    )
     p.set_defaults(func=_harvest)
 
     p = sub.add_parser("report", help="run the usage report: dated notebook + code-free HTML")
-    p.add_argument("--output-dir", default="reports", help="where they go (default: reports)")
+    p.add_argument(
+        "--output-dir",
+        default=None,
+        help="where they go (default: reports/ under the project root)",
+    )
     p.add_argument(
         "-p",
         "--parameter",

@@ -16,6 +16,7 @@ from pydantic import AliasChoices, Field, SecretStr, ValidationError, field_vali
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from tripkit.errors import ConfigError
+from tripkit.paths import project_root
 
 #: Files read after the environment, highest priority first (the guide keeps
 #: credentials in ``.env.local``).
@@ -215,11 +216,13 @@ def load_settings(env_dir: str | Path | None = None, **overrides: Any) -> Settin
     """Read the settings, turning validation errors into a :class:`ConfigError`.
 
     ``env_dir`` is where ``.env.local`` and ``.env`` are looked for (default: the
-    current directory). ``overrides`` take precedence over everything, by field name.
+    project root, :func:`tripkit.paths.project_root`, so a notebook's kernel in
+    ``notebooks/`` reads the same file as the shell). ``overrides`` take precedence over
+    everything, by field name.
     """
     kwargs: dict[str, Any] = dict(overrides)
-    if env_dir is not None:
-        kwargs["_env_file"] = tuple(str(Path(env_dir) / name) for name in reversed(ENV_FILES))
+    folder = Path(env_dir) if env_dir is not None else project_root()
+    kwargs["_env_file"] = tuple(str(folder / name) for name in reversed(ENV_FILES))
     try:
         return Settings(**kwargs)
     except ValidationError as exc:

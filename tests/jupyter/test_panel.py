@@ -3,14 +3,23 @@
 from __future__ import annotations
 
 import asyncio
+import os
 from datetime import timedelta
 
+import pytest
+
 from tripkit import sessions
+from tripkit.config import Settings, load_settings
 from tripkit.devstack.stack import LocalStack
-from tripkit.jupyter.panel import GenerationPanel, bundles_frame, summaries_html, timeline_frame
+from tripkit.jupyter.panel import (
+    RESTORE_HINT,
+    GenerationPanel,
+    bundles_frame,
+    summaries_html,
+    timeline_frame,
+)
+from tripkit.jupyter.targets import Target
 from tripkit.models import Bundle, Preferences, RunRecord, Status, Summary
-from tripkit.store import SessionStore
-from tripkit.transport.rest import RestTransport
 
 PREFS = Preferences(interests=["food"], trip_length_days=3, budget=900, bundle_count=2)
 SID = "0123456789abcdef0123456789abcdef"
@@ -60,22 +69,80 @@ def test_bundles_and_timeline_frames() -> None:
     assert list(timeline["seconds"])[-3:] == [2.0, 5.0, 9.0]
 
 
-def test_form_validation_errors_are_shown_not_raised() -> None:
-    panel = GenerationPanel("http://127.0.0.1:9", None)
+def _stack_settings(stack: LocalStack) -> Settings:
+    return load_settings(
+        os.devnull,
+        upstash_redis_rest_url=stack.rest_url,
+        upstash_redis_rest_token=stack.rest_token,
+        redis_transport="rest",
+    )
+
+
+def test_form_errors_are_plain_words_under_their_field() -> None:
+    panel = GenerationPanel("http://127.0.0.1:9")
     panel.interests.value = []
+    panel.notes.value = "x" * 1001
     assert asyncio.run(panel.generate()) is None
-    assert "Check the form" in panel.status.value and "interests" in panel.status.value
+    assert "Add at least one interest" in panel.field_errors["interests"].value
+    assert "At most 1,000 characters" in panel.field_errors["notes"].value
+    assert "Check the form" in panel.status.value
+    assert "validation" not in panel.status.value and "List should" not in panel.status.value
+
+
+@pytest.mark.parametrize("budget", [0, -5, 2_000_000])
+def test_a_budget_out_of_range_is_an_error_naming_the_range_never_clamped(budget: float) -> None:
+    panel = GenerationPanel("http://127.0.0.1:9")
+    panel.budget.value = budget
+    assert asyncio.run(panel.generate()) is None
+    assert panel.budget.value == budget
+    message = "The budget must be more than 0 and at most 1,000,000."
+    assert panel.field_errors["budget"].value.endswith(f"{message}</span>")
+
+
+def test_exact_dates_that_end_before_they_start_are_named() -> None:
+    panel = GenerationPanel("http://127.0.0.1:9")
+    panel.use_dates.value = True
+    assert panel.length.layout.display == "none" and panel.start_date.layout.display is None
+    panel.end_date.value = panel.start_date.value - timedelta(days=1)
+    assert asyncio.run(panel.generate()) is None
+    assert "The end date must be on or after the start date." in panel.field_errors["trip"].value
+
+
+def test_an_empty_restore_box_says_what_to_type() -> None:
+    panel = GenerationPanel("http://127.0.0.1:9")
+    assert asyncio.run(panel.restore("  ")) is None
+    assert panel.status.value == RESTORE_HINT
 
 
 async def test_the_panel_generates_and_restores_on_the_stack(stack: LocalStack) -> None:
-    store = SessionStore(RestTransport(stack.rest_url, stack.rest_token))
-    panel = GenerationPanel(stack.api_url, store, poll_interval=0.1)
-    session = await panel.generate(PREFS)
+    panel = GenerationPanel(stack.api_url, _stack_settings(stack), poll_interval=0.1)
+    task = asyncio.ensure_future(panel.generate(PREFS))
+    await asyncio.sleep(0.05)
+    # while the run is followed, the buttons are disabled and a second start is refused
+    assert panel.generate_button.disabled and panel.restore_button.disabled
+    assert await panel.generate(PREFS) is None and "already" in panel.status.value
+    session = await task
     assert session is not None and session.status.value == "completed"
+    assert not panel.generate_button.disabled
     assert panel.progress.value == panel.progress.max == 2
     assert panel.summaries.value.count("<li>") == 2
     assert "<table" in panel.bundles.value and "summary 2 written" in panel.timeline.value
     restored = await panel.restore(session.session_id)
     assert restored == session
+    # an error replaces the previous session's results
     assert await panel.restore("not-an-id") is None and "Malformed" in panel.status.value
-    await store.aclose()
+    assert panel.summaries.value == panel.bundles.value == panel.timeline.value == ""
+    assert panel.session is None and panel.progress.value == 0
+
+
+async def test_run_headless_fails_loudly_when_the_api_is_down() -> None:
+    panel = GenerationPanel("http://127.0.0.1:9", poll_interval=0.1)
+    with pytest.raises(Exception, match="Cannot reach the tripkit API"):
+        await panel.run_headless(PREFS)
+
+
+def test_run_all_gets_the_same_panel_back(stack: LocalStack) -> None:
+    target = Target("local", _stack_settings(stack), stack.api_url)
+    first = GenerationPanel.shared(target, poll_interval=0.5)
+    assert GenerationPanel.shared(target) is first and first.poll_interval == 2.0
+    assert GenerationPanel.shared(Target("local", target.settings, "http://x:1")) is not first

@@ -1,9 +1,12 @@
 """Which environment a notebook talks to: the offline stack, or the real services.
 
-``connect("local")`` uses the stack that ``tripkit dev`` (or the test fixtures) exported
-into the environment, and starts one inside the kernel when there is none; dotenv files
-are not read, so a real key in ``.env.local`` never reaches the local stack.
-``connect("real")`` reads the environment and ``.env.local``/``.env`` like the app does.
+``connect("local")`` uses the stack that ``tripkit dev`` (or ``make lab``, or the test
+fixtures) exported into the environment, and starts one inside the kernel when there is
+none; dotenv files are not read, so a real key in ``.env.local`` never reaches the local
+stack. ``connect("real")`` reads the environment and ``.env.local``/``.env`` like the app
+does, from the project root (:mod:`tripkit.paths`) unless told otherwise: a kernel runs in
+``notebooks/``, where there is no ``.env.local``. Without an explicit environment the
+notebooks use ``$TRIPKIT_ENVIRONMENT`` (``make lab`` sets it), else ``"local"``.
 :func:`check_step` runs one of the setup guide's steps against that target.
 """
 
@@ -19,8 +22,11 @@ from tripkit import checks
 from tripkit.checks import CheckResult
 from tripkit.config import Settings, load_settings
 from tripkit.errors import ConfigError
+from tripkit.paths import project_root
 
 Environment = Literal["local", "real"]
+#: Which environment the notebooks target when their parameter is None.
+ENVIRONMENT_VAR = "TRIPKIT_ENVIRONMENT"
 
 #: What `tripkit dev` prints for a second shell, mapped to settings fields.
 _STACK_VARS = {
@@ -82,37 +88,52 @@ def _local_settings() -> tuple[Settings, str, str | None]:
     return settings, env["TRIPKIT_API_URL"], env.get("TRIPKIT_WORKER_URL")
 
 
-def connect(environment: Environment = "local", *, env_dir: str | Path = ".") -> Target:
+def resolve_environment(environment: str | None) -> Environment:
+    """``environment``, else ``$TRIPKIT_ENVIRONMENT``, else ``"local"``; anything but
+    ``"local"`` or ``"real"`` is refused."""
+    chosen = environment or os.environ.get(ENVIRONMENT_VAR, "").strip() or "local"
+    if chosen == "local":
+        return "local"
+    if chosen == "real":
+        return "real"
+    source = "environment" if environment else f"${ENVIRONMENT_VAR}"
+    raise ConfigError(
+        f"Unknown {source} {chosen!r}.",
+        remedy='Use "local" (the offline stack) or "real" (the services in .env.local).',
+    )
+
+
+def connect(environment: str | None = None, *, env_dir: str | Path | None = None) -> Target:
     """The environment a notebook targets: the offline stack, or the real services."""
+    environment = resolve_environment(environment)
     if environment == "local":
         settings, api_url, worker_url = _local_settings()
         return Target("local", settings, api_url, worker_url)
-    if environment == "real":
-        settings = load_settings(env_dir)
-        return Target(
-            "real",
-            settings,
-            os.environ.get("TRIPKIT_API_URL"),
-            os.environ.get("TRIPKIT_WORKER_URL"),
-        )
-    raise ConfigError(f"Unknown environment {environment!r}.", remedy='Use "local" or "real".')
+    settings = load_settings(env_dir)
+    return Target(
+        "real",
+        settings,
+        os.environ.get("TRIPKIT_API_URL"),
+        os.environ.get("TRIPKIT_WORKER_URL"),
+    )
 
 
 async def check_step(
     step: str,
-    environment: Environment = "local",
+    environment: str | None = None,
     *,
-    env_dir: str | Path = ".",
+    env_dir: str | Path | None = None,
     api_url: str | None = None,
 ) -> list[CheckResult]:
     """Run the checks of one of the guide's steps (see :data:`tripkit.checks.GUIDE_STEPS`).
 
     Locally they run against the stack :func:`connect` finds or starts; for the real
-    environment they read ``.env.local`` the way ``tripkit check`` does, so a malformed
-    value is reported as a failed check instead of stopping the notebook.
+    environment they read ``.env.local`` (in ``env_dir``, default the project root) the
+    way ``tripkit check`` does, so a malformed value is reported as a failed check instead
+    of stopping the notebook.
     """
     ids = dict(checks.GUIDE_STEPS)[step]
-    if environment == "local":
+    if resolve_environment(environment) == "local":
         target = connect("local")
         return await checks.run_checks(
             target.settings,
@@ -121,4 +142,5 @@ async def check_step(
             only=ids,
             local_stack=True,
         )
-    return await checks.check_environment(env_dir, api_url=api_url, only=ids)
+    folder = env_dir if env_dir is not None else project_root()
+    return await checks.check_environment(folder, api_url=api_url, only=ids)

@@ -15,6 +15,8 @@ from datetime import date, datetime
 from pathlib import Path
 from typing import Any
 
+from tripkit.paths import history_csv as default_history_csv
+from tripkit.paths import in_root, shown
 from tripkit.usage.costs import (
     estimates,
     in_period,
@@ -42,16 +44,19 @@ async def build_report(
     poll_interval: float = 2.0,
     read_regions: int = 0,
     data_source: str = "redis",
-    history_csv: str | Path = "reports/data/runs.csv",
+    history_csv: str | Path | None = None,
     upstash_stats_json: str | Path | None = None,
     inngest_runs_json: str | Path | None = None,
     generations_per_day: float | None = None,
-    env_dir: str | Path | None = ".",
+    env_dir: str | Path | None = None,
     period_end: str | date | datetime | None = None,
     ttl_s: float | None = None,
 ) -> UsageReport:
     """Gather the data (harvesting Redis when ``data_source='redis'``) and compute the
-    report; the notebook's parameters map 1:1 to these arguments."""
+    report; the notebook's parameters map 1:1 to these arguments. Relative paths, and
+    ``.env.local`` when ``env_dir`` is None, are found under the project root
+    (:mod:`tripkit.paths`), whatever the kernel's working directory."""
+    history_csv = in_root(history_csv) if history_csv is not None else default_history_csv()
     chosen = plan(plan_profile)
     others = [plan(name) for name in profiles() if name != plan_profile]
     if data_source not in ("redis", "csv"):
@@ -104,7 +109,7 @@ async def build_report(
         plans=[chosen, *others],
         poll_interval=float(poll_interval),
         read_regions=read_regions,
-        data_source=f"{data_source} (history: {history_csv})",
+        data_source=f"{data_source} (history: {shown(history_csv)})",
         generations=period,
         per=per,
         generations_per_day=volume,

@@ -28,6 +28,7 @@ from pathlib import Path
 from typing import Any
 
 from tripkit.errors import TripkitError
+from tripkit.paths import project_root, reports_dir
 
 NOTEBOOK = "03_usage_report.ipynb"
 #: The HTML page: nbconvert's "basic" template (outputs only) in a small stylesheet, since
@@ -74,12 +75,12 @@ class ReportPaths:
 
 def find_notebook(notebook: str | Path | None = None) -> Path:
     """The report notebook: ``notebook`` if given, else ``notebooks/03_usage_report.ipynb``
-    under the current directory (cron runs from the checkout), else beside the package."""
+    under the project root (cron runs from the checkout), else beside the package."""
     if notebook is not None:
         candidates = [Path(notebook)]
     else:
         candidates = [
-            Path.cwd() / "notebooks" / NOTEBOOK,
+            project_root() / "notebooks" / NOTEBOOK,
             Path(__file__).resolve().parents[2] / "notebooks" / NOTEBOOK,
         ]
     for candidate in candidates:
@@ -145,7 +146,7 @@ def _error_outputs(nb: Any) -> list[tuple[int, dict[str, Any]]]:
 
 
 def run_report(
-    output_dir: str | Path = "reports",
+    output_dir: str | Path | None = None,
     *,
     parameters: Mapping[str, Any] | None = None,
     kernel_name: str | None = None,
@@ -177,7 +178,7 @@ def run_report(
             f"Unknown report parameter(s): {', '.join(unknown)}.",
             remedy=f"The notebook takes: {', '.join(known)}.",
         )
-    out = Path(output_dir)
+    out = Path(output_dir) if output_dir is not None else reports_dir()
     out.mkdir(parents=True, exist_ok=True)
     paths = report_paths(out, day or datetime.now(UTC).date(), overwrite=overwrite)
     partial = out / f".{paths.notebook.stem}.partial.ipynb"

@@ -1,0 +1,1 @@
+"""Real-browser tests: JupyterLab and the HTML report in headless Chromium."""
