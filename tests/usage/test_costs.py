@@ -16,7 +16,7 @@ from tripkit.devstack.testing import RedisCommandCounter
 from tripkit.models import RunRecord
 from tripkit.usage import costs
 from tripkit.usage.history import generations_table
-from tripkit.usage.plans import openai_prices
+from tripkit.usage.plans import UsageError, openai_prices
 
 # --------------------------------------------------------------------------- against real servers
 
@@ -99,6 +99,33 @@ def test_redis_commands_per_generation() -> None:
     # Failed after 1 summary: running, 1 summary, fail = GET + SET, plus the usual.
     failed = costs.redis_commands_per_generation(0, 4, failed=True, summaries=1)
     assert failed["writes"] == 3 and failed["worker_reads"] == 2 and failed["total"] == 11
+
+
+def test_redis_commands_by_mode() -> None:
+    poll = costs.redis_commands_by_mode("poll", 5, 181)
+    assert poll == {
+        "create": 1,
+        "worker_reads": 1,
+        "writes": 7,
+        "run_record": 1,
+        "polls": 181,
+        "total": 191,
+    }
+    push = costs.redis_commands_by_mode("push", 5, 181)  # polls do not apply
+    assert push["publishes"] == 7 * costs.PUBLISHES_PER_SESSION_WRITE
+    assert push["push_clients"] == costs.COMMANDS_PER_PUSH_CLIENT
+    assert push["total"] == 10 + 7 + 3 and "polls" not in push
+    assert costs.redis_commands_by_mode("push", 5, writes=9, clients=2)["total"] == 12 + 9 + 6
+    assert costs.redis_commands_by_mode("poll", 5, 10, clients=2)["polls"] == 20
+    with pytest.raises(UsageError, match="poll' or 'push"):
+        costs.redis_commands_by_mode("sse", 5)  # type: ignore[arg-type]
+
+
+def test_executions_are_one_run_plus_one_step_per_bundle() -> None:
+    assert costs.steps_per_generation(5) == 5
+    assert costs.executions_per_generation(costs.steps_per_generation(5)) == 6
+    assert costs.executions_per_generation(3, retries=2) == 6  # every attempt, worst case
+    assert costs.executions_per_generation(3, retries=2, worst_case=False) == 4
 
 
 # --------------------------------------------------------------------------- tokens

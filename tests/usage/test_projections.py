@@ -8,12 +8,18 @@ import math
 import pytest
 
 from tripkit.usage.plans import plan
-from tripkit.usage.projections import PerGeneration, free_tier_fit, projected_monthly_cost
+from tripkit.usage.projections import (
+    ORIGINAL_WORKLOAD,
+    PerGeneration,
+    free_tier_fit,
+    mode_comparison,
+    projected_monthly_cost,
+)
 
 
 def test_free_tier_fit_hand_computed() -> None:
     per = PerGeneration(bundles=3, duration_s=360, retries=0)
-    # 2 s: 181 polls + 8 others = 189 commands; 5 steps, 6 executions.
+    # 2 s: 181 polls + 8 others = 189 commands; 3 steps (one per bundle), 4 executions.
     guide = free_tier_fit(plan("guide"), per, 2.0)
     assert guide["redis_commands_per_generation"] == 189
     assert guide["redis_bound_per_day"] == 52  # 10,000 / 189
@@ -21,14 +27,45 @@ def test_free_tier_fit_hand_computed() -> None:
     assert guide["fits_per_day"] == 33
     current = free_tier_fit(plan("current"), per, 2.0)
     assert current["redis_bound_per_day"] == 88  # 500,000 / 30 / 189
-    assert current["inngest_bound_per_day"] == 277  # 50,000 / 30 / 6
+    assert current["inngest_bound_per_day"] == 416  # 50,000 / 30 / 4
     assert current["fits_per_day"] == 88
     # 10 s: 37 polls + 8 = 45 commands.
     slow = free_tier_fit(plan("current"), per, 10.0)
-    assert slow["redis_bound_per_day"] == 370 and slow["fits_per_day"] == 277
-    # Retried attempts are budgeted: one retry per generation -> 7 executions.
+    assert slow["redis_bound_per_day"] == 370 and slow["fits_per_day"] == 370
+    # Retried attempts are budgeted: one retry per generation -> 5 executions.
     retried = PerGeneration(bundles=3, duration_s=360, retries=1)
-    assert free_tier_fit(plan("current"), retried, 2.0)["inngest_bound_per_day"] == 238
+    assert free_tier_fit(plan("current"), retried, 2.0)["inngest_bound_per_day"] == 333
+
+
+def test_mode_comparison_at_the_original_workload() -> None:
+    """5 bundles, 6 minutes, one client: the capacity issue 9 sets its targets on."""
+    assert (ORIGINAL_WORKLOAD.bundles, ORIGINAL_WORKLOAD.duration_s) == (5, 360)
+    rows = {(r.profile, r.mode): r for r in mode_comparison([plan("current"), plan("guide")])}
+    poll, push = rows["current", "poll"], rows["current", "push"]
+    # poll: create 1 + read 1 + writes 7 + run record 1 + 181 polls = 191
+    assert poll.redis_commands_per_generation == 191
+    # push: the same 10 + 7 PUBLISH (one per write) + 3 for the client = 20
+    assert push.redis_commands_per_generation == 20
+    assert poll.executions_per_generation == push.executions_per_generation == 6  # 1 + 5
+    assert poll.redis_bound_per_month == 2617  # 500,000 / 191
+    assert poll.inngest_bound_per_month == push.inngest_bound_per_month == 8333  # 50,000 / 6
+    assert (poll.fits_per_month, poll.bound_by) == (2617, "Redis")
+    assert push.redis_bound_per_month == 25_000
+    assert (push.fits_per_month, push.bound_by) == (8333, "Inngest")
+    assert push.fits_per_month >= 8000  # issue 9's target
+    # The guide's older tiers: 1,000 runs a month bind both modes.
+    guide = rows["guide", "push"]
+    assert (guide.fits_per_month, guide.bound_by) == (1000, "Inngest")
+    assert rows["guide", "poll"].redis_bound_per_month == 1570  # 10,000 x 30 / 191
+
+
+def test_mode_comparison_budgets_retries_and_more_clients() -> None:
+    per = PerGeneration(bundles=5, duration_s=360, retries=2)
+    rows = {r.mode: r for r in mode_comparison([plan("current")], per, clients=3)}
+    assert rows["poll"].redis_commands_per_generation == 10 + 3 * 181
+    assert rows["push"].redis_commands_per_generation == 10 + 7 + 3 * 3
+    assert rows["push"].executions_per_generation == 8
+    assert rows["push"].inngest_bound_per_month == 6250
 
 
 def test_projected_monthly_cost_hand_computed() -> None:

@@ -27,6 +27,9 @@ async def test_report_with_no_generations_says_so(tmp_path: Path) -> None:
     assert "10,000 per day" in repr(report.limits_table())
     assert "client polls" in repr(report.redis_per_generation())
     assert len(report.free_tier_fit().frame) == 2 * len(POLL_INTERVALS)
+    modes = report.poll_vs_push().frame
+    assert modes.loc[("current", "push"), "generations / month that fit"] == "8,333"
+    assert modes.loc[("current", "poll"), "bound by"] == "Redis"
     assert report.plot_commands_per_day().png().startswith(b"\x89PNG")
     assert "set generations_per_day" in report.notes()
 
@@ -46,7 +49,7 @@ async def test_report_from_records(tmp_path: Path) -> None:
     assert "100.0 generations/day" in report.header()
     vs = report.usage_vs_limits().frame
     assert set(vs.index.get_level_values("profile")) == {"guide", "current"}
-    assert report.tokens_table().frame.loc["gpt-4o-mini", "model calls"] == "6"  # type: ignore[union-attr]
+    assert report.tokens_table().frame.loc["gpt-4o-mini", "model calls"] == "4"  # type: ignore[union-attr]
     assert report.plot_tokens().png().startswith(b"\x89PNG")  # type: ignore[union-attr]
 
 
