@@ -6,6 +6,7 @@ worker streams through the real openai client from the model server.
 
 from __future__ import annotations
 
+import uuid
 from collections import Counter
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -20,7 +21,11 @@ from tripkit import keys
 from tripkit.constants import DEFAULT_KEY_PREFIX, FUNCTION_SLUG
 from tripkit.devstack.stack import LocalStack, StackConfig
 from tripkit.devstack.testing import RedisCommandCounter
-from tripkit.models import RunRecord
+from tripkit.devstack.trip_planner import make_bundle, plan
+from tripkit.models import BundleOutput, Preferences, RunRecord, TokenUsage, utcnow
+from tripkit.store import SessionStore
+from tripkit.transport.resp import RespTransport
+from tripkit.worker import BundleJob, Worker
 
 PREFS: dict[str, Any] = {
     "interests": ["food", "museums"],
@@ -304,3 +309,37 @@ def test_runs_beyond_the_concurrency_limit_wait_queued_then_all_complete() -> No
         functions = httpx.get(f"{stack.inngest_url}/v1/functions", timeout=5).json()["data"]
         (generate,) = [f for f in functions if f["id"] == FUNCTION_SLUG]
         assert generate["concurrency"] == [{"limit": 1, "scope": "fn", "key": None}]
+
+
+async def test_a_run_an_older_tripkit_started_is_completed_by_its_finalize_step(
+    redis_url: str,
+) -> None:
+    """Runs started before one step per bundle memoized bundle steps that did not complete
+    the session; resumed by this version, the run ends with a ``finalize`` step that does."""
+    prefs = Preferences.model_validate({**PREFS, "bundleCount": 2})
+    store = SessionStore(RespTransport(redis_url, timeout=3), prefix=f"t{uuid.uuid4().hex[:12]}")
+    try:
+        session = await store.mark_running(await store.create(prefs))
+        outputs: list[BundleOutput] = []
+        for outline in plan(prefs, 2):
+            summary, bundle = make_bundle(prefs, outline.index, outline)
+            session = await store.add_summary(session, summary)
+            usage = TokenUsage(model="gpt-4o-mini", prompt_tokens=300, completion_tokens=700)
+            outputs.append(
+                BundleOutput(
+                    session=session, bundle=bundle, usage=usage, attempt=0, summary_at=utcnow()
+                )
+            )
+        worker = Worker(store=store, model=lambda: pytest.fail("finalize calls no model"))
+        job = BundleJob(session.session_id, 1, outputs[:1], "01OLDRUN", 0)
+
+        result = await worker.finalize(job, outputs[1])
+
+        assert result == {"sessionId": session.session_id, "status": "completed", "bundles": 2}
+        done = await store.get(session.session_id)
+        assert done.status == "completed" and [b.index for b in done.bundles] == [0, 1]
+        record = await store.get_run_record(session.session_id)
+        assert record is not None and record.completed_at == done.completed_at
+        assert (record.status, record.steps, record.run_id) == ("completed", 2, "01OLDRUN")
+    finally:
+        await store.aclose()

@@ -16,8 +16,10 @@ only the bundle in flight, and no step lasts longer than one bundle's generation
 serverless host cuts long requests). Every write is a single ``SET ... XX`` (see
 :mod:`tripkit.store`); a retried step overwrites what its earlier attempt wrote. All side
 effects happen inside steps. If the run fails for good, ``on_failure`` (its own run with
-one step) marks the session failed with the cause, so polling always ends. The names
-Inngest knows are in :mod:`tripkit.constants`.
+one step) marks the session failed with the cause, so polling always ends. A run that
+an older tripkit started (separate ``plan`` and ``finalize`` steps) and this one resumes
+reuses its memoized bundles, and ends with a ``finalize`` step if they did not complete
+the session. The names Inngest knows are in :mod:`tripkit.constants`.
 """
 
 from __future__ import annotations
@@ -108,6 +110,17 @@ class Worker:
             if job.index == session.progress.total - 1:
                 output = await self._complete(job, output)
         return _wire(output)
+
+    async def finalize(self, job: BundleJob, last: BundleOutput) -> dict[str, Any]:
+        """Complete a run an older tripkit started, whose bundle steps (memoized) did not
+        complete the session: it had a separate ``finalize`` step for that."""
+        async with _stop_when_hopeless():
+            done = await self._complete(job, last)
+        return _wire(
+            FinalOutput(
+                session_id=job.session_id, status=done.session.status, bundles=len(job.earlier) + 1
+            )
+        )
 
     async def _complete(self, job: BundleJob, last: BundleOutput) -> BundleOutput:
         """The last step's end: the run record first, then the session with every bundle
@@ -207,6 +220,11 @@ def create_functions(
             raw = await ctx.step.run(f"bundle-{index}", worker.bundle, job)
             outputs.append(BundleOutput.model_validate(raw))
         final = outputs[-1].session
+        if not final.is_final:  # resumed after an upgrade: an older tripkit started it
+            job = BundleJob(
+                requested.session_id, len(outputs) - 1, outputs[:-1], ctx.run_id, ctx.attempt
+            )
+            return await ctx.step.run("finalize", worker.finalize, job, outputs[-1])
         return _wire(
             FinalOutput(session_id=final.session_id, status=final.status, bundles=len(outputs))
         )
