@@ -10,6 +10,7 @@ import uuid
 from collections import Counter
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
+from datetime import datetime
 from typing import Any
 
 import httpx
@@ -95,8 +96,8 @@ def test_a_generation_completes_with_every_summary_then_the_bundles(
     assert record.attempts == {"bundle-0": 0, "bundle-1": 0, "bundle-2": 0}
     assert len(record.usage) == 3
     assert len(record.summary_at) == 3 and record.first_summary_at == record.summary_at[0]
-    assert record.completed_at is not None
-    assert record.completed_at.isoformat().replace("+00:00", "Z") == body["completedAt"]
+    assert record.completed_at is not None  # written just before the session's completion
+    assert record.completed_at <= datetime.fromisoformat(body["completedAt"])
     assert all(u.prompt_tokens > 0 and u.completion_tokens > 0 for u in record.usage)
     assert 0 < ttl <= 3600
 
@@ -339,7 +340,8 @@ async def test_a_run_an_older_tripkit_started_is_completed_by_its_finalize_step(
         done = await store.get(session.session_id)
         assert done.status == "completed" and [b.index for b in done.bundles] == [0, 1]
         record = await store.get_run_record(session.session_id)
-        assert record is not None and record.completed_at == done.completed_at
+        assert record is not None and done.completed_at is not None
+        assert record.completed_at is not None and record.completed_at <= done.completed_at
         assert (record.status, record.steps, record.run_id) == ("completed", 2, "01OLDRUN")
     finally:
         await store.aclose()

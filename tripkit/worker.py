@@ -27,12 +27,12 @@ from __future__ import annotations
 import contextlib
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 
 import inngest
 from pydantic import BaseModel, ConfigDict, Field
 
-from tripkit import sessions
 from tripkit.constants import EVENT_NAME, FUNCTION_ID, FUNCTION_NAME, RETRIES
 from tripkit.errors import SessionNotFound
 from tripkit.llm import ModelClient, ModelError
@@ -125,11 +125,14 @@ class Worker:
     async def _complete(self, job: BundleJob, last: BundleOutput) -> BundleOutput:
         """The last step's end: the run record first, then the session with every bundle
         and ``completed`` as the step's final write, so only a crash after that write
-        (not a failed record write) makes a retry write the last bundle again."""
+        (not a failed record write) makes a retry write the last bundle again. The store
+        gets the session as the step last wrote it, so it sees (and announces) the
+        transition to ``completed``."""
         outputs = [*job.earlier, last]
-        done = sessions.complete(last.session, [o.bundle for o in outputs])
-        await self.store.put_run_record(run_record(job.session_id, job.run_id, outputs, done))
-        return last.model_copy(update={"session": await self.store.complete(done, done.bundles)})
+        record = run_record(job.session_id, job.run_id, outputs, last.session, utcnow())
+        await self.store.put_run_record(record)
+        done = await self.store.complete(last.session, [o.bundle for o in outputs])
+        return last.model_copy(update={"session": done})
 
     async def fail(self, session_id: str, error: str, record: dict[str, Any]) -> None:
         try:
@@ -158,19 +161,24 @@ async def _stop_when_hopeless() -> AsyncIterator[None]:
 
 
 def run_record(
-    session_id: str, run_id: str, outputs: list[BundleOutput], done: Session
+    session_id: str,
+    run_id: str,
+    outputs: list[BundleOutput],
+    session: Session,
+    completed_at: datetime,
 ) -> RunRecord:
     """The record of a run whose steps all succeeded: one step and one model call per
-    bundle (retried attempts are in ``attempts``)."""
+    bundle (retried attempts are in ``attempts``). Written just before the session is
+    completed, so its ``completed_at`` is at most the session's."""
     return RunRecord(
         session_id=session_id,
         run_id=run_id,
         status=Status.COMPLETED,
-        queued_at=done.created_at,
-        started_at=done.started_at,
+        queued_at=session.created_at,
+        started_at=session.started_at,
         first_summary_at=outputs[0].summary_at if outputs else None,
         summary_at=[o.summary_at for o in outputs],
-        completed_at=done.completed_at,
+        completed_at=completed_at,
         attempts={f"bundle-{i}": o.attempt for i, o in enumerate(outputs)},
         bundles=len(outputs),
         steps=len(outputs),
