@@ -127,6 +127,7 @@ def test_a_generations_writer_side_costs_bundles_plus_five_redis_commands(
         counter.close()
     assert counts.get("SET") == 1 + 1 + 3 + 1 + 1
     assert counts.get("GET") == 1
+    assert counts.get("PUBLISH") == 1 + 3 + 1  # each session write is announced
 
 
 def test_model_errors_are_retried_until_the_model_answers(

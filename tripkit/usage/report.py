@@ -263,7 +263,8 @@ class UsageReport:
         per = self.per
         items = [
             "Redis commands per generation = create 1 + writes (running 1 + one per bundle "
-            "summary + complete 1) + worker read 1 + run record 1 + polls; polls = "
+            "summary + complete 1), each with its PUBLISH, + worker read 1 + run record 1 + "
+            "polls; polls = "
             "ceil(duration / poll interval) + 1. The polls dominate: poll less often (or stop "
             "polling when the tab is hidden) before anything else.",
             "Run records do not say how often each client polled: polls are estimated from "
@@ -345,13 +346,22 @@ class UsageReport:
             g = self.generations
             parts = {
                 k: float(g[f"redis_{k}"].mean())
-                for k in ("create", "writes", "worker_reads", "run_record", "polls", "total")
+                for k in (
+                    "create",
+                    "writes",
+                    "publishes",
+                    "worker_reads",
+                    "run_record",
+                    "polls",
+                    "total",
+                )
             }
             basis = f"mean of {len(g)}"
         total = parts["total"]
         labels = {
             "create": "create the session (SET NX)",
             "writes": "session writes (SET XX: running, summaries, complete/fail)",
+            "publishes": "announcements to push clients (PUBLISH, one per write)",
             "worker_reads": "worker reads (GET)",
             "run_record": "run record (SET)",
             "polls": f"client polls (GET, every {self.poll_interval:g} s)",
