@@ -6,8 +6,8 @@ import json
 
 import pytest
 
-from tripkit.llm import LineParser, ModelOutputError, parse_plan, request_message
-from tripkit.models import Outline, Preferences
+from tripkit.llm import LineParser, ModelOutputError, bundle_request, request_message
+from tripkit.models import Preferences
 
 SUMMARY = {
     "summary": {
@@ -53,24 +53,10 @@ def test_garbage_lines_are_output_errors() -> None:
         LineParser().feed("[1, 2]\n")
 
 
-def test_plan_parsing() -> None:
-    text = json.dumps(
-        {"outlines": [{"index": 5, "destination": "Oslo"}, {"index": 9, "destination": "Bergen"}]}
-    )
-    assert parse_plan(text, 2) == [
-        Outline(index=0, destination="Oslo"),
-        Outline(index=1, destination="Bergen"),
-    ]
-    with pytest.raises(ModelOutputError, match="not 3"):
-        parse_plan(text, 3)
-    with pytest.raises(ModelOutputError, match="agreed JSON"):
-        parse_plan("I cannot help with that.", 1)
-
-
 def test_request_is_a_fenced_json_block_at_the_end() -> None:
-    prefs = Preferences(interests=["food"], trip_length_days=3, budget=900)
-    message = request_message(
-        {"task": "plan", "preferences": prefs.model_dump(mode="json", by_alias=True), "count": 3}
-    )
-    block = message.rsplit("```json\n", 1)[1].removesuffix("\n```")
-    assert json.loads(block)["preferences"]["tripLengthDays"] == 3
+    prefs = Preferences(interests=["food"], trip_length_days=3, budget=900, bundle_count=4)
+    message = request_message(bundle_request(prefs, 2, ["Lisbon", "Porto"]))
+    block = json.loads(message.rsplit("```json\n", 1)[1].removesuffix("\n```"))
+    assert block["preferences"]["tripLengthDays"] == 3
+    assert (block["task"], block["index"], block["count"]) == ("bundle", 2, 4)
+    assert block["avoid"] == ["Lisbon", "Porto"]  # the earlier bundles' destinations

@@ -1,11 +1,12 @@
 """The LLM client: the prompt contract, streaming, and parsing the stream as it lands.
 
 The real ``openai`` client streams Chat Completions with usage included, from
-``OPENAI_BASE_URL`` (OpenAI itself, or tripkit's offline model server). Two calls:
-
-- *plan*: one JSON object ``{"outlines": [{index, destination, country, theme}, ...]}``;
-- *bundle*: two NDJSON lines, ``{"summary": {...}}`` then ``{"bundle": {...}}``, so the
-  summary can be written to the session before the long bundle has finished streaming.
+``OPENAI_BASE_URL`` (OpenAI itself, or tripkit's offline model server). One call per
+bundle: the model picks the destination of bundle *i* (none of those the earlier bundles
+took) and answers two NDJSON lines, ``{"summary": {...}}`` then ``{"bundle": {...}}``, so
+the summary can be written to the session before the long bundle has finished streaming.
+There is no separate planning call: choosing the destination is part of the bundle's
+answer, so each bundle is one model call and one Inngest step.
 
 The request itself is a fenced JSON block at the end of the user message, so a real
 model and the offline server read the same prompt.
@@ -14,27 +15,26 @@ model and the offline server read the same prompt.
 from __future__ import annotations
 
 import json
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
 import openai
 from pydantic import ValidationError
 
 from tripkit.errors import TripkitError
-from tripkit.models import Bundle, Outline, Preferences, Summary, TokenUsage
+from tripkit.models import Bundle, Preferences, Summary, TokenUsage
 
 SYSTEM_PROMPT = """You are a travel planner for the app "special-trips".
 You answer only with JSON, never with prose or Markdown fences.
 The request is the JSON block at the end of the user's message.
-- For {"task": "plan", "count": N}: answer one JSON object
-  {"outlines": [{"index": 0, "destination": "...", "country": "...", "theme": "..."}, ...]}
-  with N distinct destinations that fit the preferences.
-- For {"task": "bundle", "index": i, "outline": {...}}: answer exactly two lines.
-  Line 1: {"summary": {"index": i, "title": "...", "destination": "...", "text": "2-4 sentences"}}
-  Line 2: {"bundle": {"index": i, "title": "...", "destination": "...", "country": "...",
-  "nights": <days-1>, "estimatedCost": <total for the party, within the budget>,
-  "currency": "<preferences currency>", "highlights": ["..."],
-  "itinerary": [{"day": 1, "title": "...", "activities": ["..."]}, ... one per day]}}
+For {"task": "bundle", "index": i, "count": N, "avoid": ["...", ...]}: plan bundle i of N.
+Choose the destination that fits the preferences best and is none of those in "avoid"
+(the earlier bundles took them). Answer exactly two lines.
+Line 1: {"summary": {"index": i, "title": "...", "destination": "...", "text": "2-4 sentences"}}
+Line 2: {"bundle": {"index": i, "title": "...", "destination": "...", "country": "...",
+"nights": <days-1>, "estimatedCost": <total for the party, within the budget>,
+"currency": "<preferences currency>", "highlights": ["..."],
+"itinerary": [{"day": 1, "title": "...", "activities": ["..."]}, ... one per day]}}
 """
 
 
@@ -68,20 +68,14 @@ def request_message(request: dict[str, Any]) -> str:
     )
 
 
-def plan_request(preferences: Preferences) -> dict[str, Any]:
-    return {
-        "task": "plan",
-        "preferences": preferences.model_dump(mode="json", by_alias=True),
-        "count": preferences.bundle_count,
-    }
-
-
-def bundle_request(preferences: Preferences, outline: Outline) -> dict[str, Any]:
+def bundle_request(preferences: Preferences, index: int, avoid: Sequence[str]) -> dict[str, Any]:
+    """Bundle ``index`` of ``preferences.bundle_count``, at none of the ``avoid`` places."""
     return {
         "task": "bundle",
         "preferences": preferences.model_dump(mode="json", by_alias=True),
-        "index": outline.index,
-        "outline": outline.model_dump(mode="json", by_alias=True),
+        "index": index,
+        "count": preferences.bundle_count,
+        "avoid": list(avoid),
     }
 
 
@@ -111,18 +105,6 @@ def _json_line(line: str) -> dict[str, Any]:
     return value
 
 
-def parse_plan(text: str, count: int) -> list[Outline]:
-    """The outlines of a plan answer, re-indexed 0..count-1 in the order given."""
-    try:
-        raw = json.loads(text.strip())
-        outlines = [Outline.model_validate(o) for o in raw["outlines"]]
-    except (json.JSONDecodeError, KeyError, TypeError, ValidationError):
-        raise ModelOutputError("The model's plan is not the agreed JSON.") from None
-    if len(outlines) < count:
-        raise ModelOutputError(f"The model planned {len(outlines)} bundles, not {count}.")
-    return [o.model_copy(update={"index": i}) for i, o in enumerate(outlines[:count])]
-
-
 def translate_error(exc: openai.OpenAIError) -> ModelError:
     """Map the client's exceptions to tripkit's, deciding what is worth a retry."""
     if isinstance(exc, openai.AuthenticationError | openai.PermissionDeniedError):
@@ -144,7 +126,7 @@ def translate_error(exc: openai.OpenAIError) -> ModelError:
 
 
 class ModelClient:
-    """The two calls the worker makes, over one ``AsyncOpenAI`` client."""
+    """The call the worker makes, over one ``AsyncOpenAI`` client."""
 
     def __init__(self, client: openai.AsyncOpenAI, model: str) -> None:
         self.client = client
@@ -184,37 +166,30 @@ class ModelClient:
             raise ModelOutputError("The model's stream ended before it finished.")
         return usage
 
-    async def plan(self, preferences: Preferences) -> tuple[list[Outline], TokenUsage]:
-        parts: list[str] = []
-
-        async def collect(text: str) -> None:
-            parts.append(text)
-
-        usage = await self._stream(plan_request(preferences), collect)
-        return parse_plan("".join(parts), preferences.bundle_count), usage
-
     async def bundle(
         self,
         preferences: Preferences,
-        outline: Outline,
+        index: int,
+        avoid: Sequence[str],
         on_summary: Callable[[Summary], Awaitable[None]],
     ) -> tuple[Summary, Bundle, TokenUsage]:
-        """Stream one bundle; ``on_summary`` runs as soon as the summary line is complete."""
+        """Stream bundle ``index``, at none of the ``avoid`` destinations; ``on_summary``
+        runs as soon as the summary line is complete."""
         parser = LineParser()
         found: dict[str, Any] = {}
 
         async def take(lines: list[dict[str, Any]]) -> None:
             for line in lines:
                 if "summary" in line and "summary" not in found:
-                    found["summary"] = _validated(Summary, line["summary"], outline.index)
+                    found["summary"] = _validated(Summary, line["summary"], index)
                     await on_summary(found["summary"])
                 elif "bundle" in line and "bundle" not in found:
-                    found["bundle"] = _validated(Bundle, line["bundle"], outline.index)
+                    found["bundle"] = _validated(Bundle, line["bundle"], index)
 
         async def on_text(text: str) -> None:
             await take(parser.feed(text))
 
-        usage = await self._stream(bundle_request(preferences, outline), on_text)
+        usage = await self._stream(bundle_request(preferences, index, avoid), on_text)
         await take(parser.close())
         if "summary" not in found or "bundle" not in found:
             raise ModelOutputError("The model's answer lacks the summary or the bundle line.")

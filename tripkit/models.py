@@ -186,15 +186,6 @@ class BundlesRequested(WireModel):
         return validate_session_id(value)
 
 
-class Outline(WireModel):
-    """One planned bundle: where, and the angle it takes."""
-
-    index: int = Field(ge=0, lt=MAX_BUNDLES)
-    destination: str = Field(min_length=1, max_length=200)
-    country: str = Field(default="", max_length=100)
-    theme: str = Field(default="", max_length=300)
-
-
 class TokenUsage(WireModel):
     """Tokens one model call used, as the stream's final chunk reported them."""
 
@@ -214,18 +205,10 @@ class StepOutput(WireModel):
     model_config = ConfigDict(extra="ignore")
 
 
-class PlanOutput(StepOutput):
-    """What the ``plan`` step returns: the session it marked running (with its start
-    time), the outlines, the call's usage, the attempt it took."""
-
-    session: Session
-    outlines: list[Outline]
-    usage: TokenUsage
-    attempt: int = Field(ge=0)
-
-
 class BundleOutput(StepOutput):
-    """What a ``bundle-<i>`` step returns: the session with its summary, the bundle."""
+    """What a ``bundle-<i>`` step returns: the session as it left it (with summary *i*;
+    the last step's is the completed session), the bundle, the call's usage, the attempt
+    it took. The next step reads the session and the earlier bundles from these."""
 
     session: Session
     bundle: Bundle
@@ -234,8 +217,8 @@ class BundleOutput(StepOutput):
     summary_at: AwareDatetime
 
 
-class FinalOutput(StepOutput):
-    """What the ``finalize`` step (and so the run) returns."""
+class FinalOutput(WireModel):
+    """What the run returns (after its last step)."""
 
     session_id: str
     status: Status
@@ -246,7 +229,7 @@ class RunRecord(WireModel):
     """The worker's record of one generation run: timings, attempts, token usage.
 
     Written once per run next to the session (``<prefix>:run:<sessionId>``, same TTL) by
-    the ``finalize`` step, or by the failure handler (which knows only what the failure
+    the last ``bundle-<i>`` step, or by the failure handler (which knows only what the failure
     event says, so most fields stay empty). Read by the usage history and the notebook's
     timeline. Unknown fields are ignored, so a record written by a newer tripkit still
     reads.

@@ -1,21 +1,25 @@
 """The Inngest function "generate-bundles" ("Generate Trip Bundles", app "special-trips").
 
-The run is a chain of steps, so a crash or a redeploy resumes where it stopped and a
-finished bundle is never generated again (Inngest memoizes each step's output):
+A generation is one run with one step per bundle, ``bundle-0`` ... ``bundle-<N-1>``, so it
+costs N + 1 Inngest executions (1 run + N steps). Each step is one streamed model call:
+the model picks bundle *i*'s destination (none of those the earlier bundles took) and
+writes its summary, then the bundle. So:
 
-1. ``plan``: mark the session running, ask the model for one outline per bundle;
-2. ``bundle-<i>``, one per bundle, in order: stream bundle *i*, writing its summary into
-   the session the moment the summary line is complete;
-3. ``finalize``: write the bundles and the final status, and the run record.
+- ``bundle-0`` also marks the session running (it reads the session once);
+- every step writes its summary into the session the moment the summary line is complete;
+- the last step also writes the run record, then the bundles and the final status.
 
-Each step passes the session document it wrote to the next one, so every write is a
-single ``SET ... XX`` (see :mod:`tripkit.store`) and a retried step overwrites what its
-earlier attempt wrote. All side effects happen inside steps. If the run fails for good,
-``on_failure`` marks the session failed with the cause, so polling always ends. What
-the steps return and the run record are typed in :mod:`tripkit.models`
-(:class:`~tripkit.models.PlanOutput`, :class:`~tripkit.models.BundleOutput`,
-:class:`~tripkit.models.RunRecord`); the names Inngest knows are in
-:mod:`tripkit.constants`.
+Inngest memoizes each step's output (:class:`~tripkit.models.BundleOutput`: the session
+as the step left it, its bundle, usage and attempt), and the next step starts from the
+memoized session and the earlier bundles. A crash, a retry or a redeploy therefore redoes
+only the bundle in flight, and no step lasts longer than one bundle's generation (a
+serverless host cuts long requests). Every write is a single ``SET ... XX`` (see
+:mod:`tripkit.store`); a retried step overwrites what its earlier attempt wrote. All side
+effects happen inside steps. If the run fails for good, ``on_failure`` (its own run with
+one step) marks the session failed with the cause, so polling always ends. A run that
+an older tripkit started (separate ``plan`` and ``finalize`` steps) and this one resumes
+reuses its memoized bundles, and ends with a ``finalize`` step if they did not complete
+the session. The names Inngest knows are in :mod:`tripkit.constants`.
 """
 
 from __future__ import annotations
@@ -23,6 +27,7 @@ from __future__ import annotations
 import contextlib
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 
 import inngest
@@ -32,12 +37,9 @@ from tripkit.constants import EVENT_NAME, FUNCTION_ID, FUNCTION_NAME, RETRIES
 from tripkit.errors import SessionNotFound
 from tripkit.llm import ModelClient, ModelError
 from tripkit.models import (
-    Bundle,
     BundleOutput,
     BundlesRequested,
     FinalOutput,
-    Outline,
-    PlanOutput,
     RunRecord,
     Session,
     Status,
@@ -63,6 +65,18 @@ def _wire(model: BaseModel) -> dict[str, Any]:
     return model.model_dump(mode="json", by_alias=True)
 
 
+@dataclass(frozen=True)
+class BundleJob:
+    """What one ``bundle-<i>`` step needs: for bundle 0 the session id (it reads the
+    session), later the session and the bundles the earlier steps returned."""
+
+    session_id: str
+    index: int
+    earlier: list[BundleOutput]
+    run_id: str
+    attempt: int
+
+
 @dataclass
 class Worker:
     """What the steps need; built once per app process."""
@@ -70,47 +84,55 @@ class Worker:
     store: SessionStore
     model: Callable[[], ModelClient]
 
-    async def plan(self, session_id: str, attempt: int) -> dict[str, Any]:
+    async def bundle(self, job: BundleJob) -> dict[str, Any]:
         async with _stop_when_hopeless():
-            session = await self.store.mark_running(await self.store.get(session_id))
-            outlines, usage = await self.model().plan(session.preferences)
-        return _wire(PlanOutput(session=session, outlines=outlines, usage=usage, attempt=attempt))
+            if job.earlier:
+                session = job.earlier[-1].session
+            else:
+                session = await self.store.mark_running(await self.store.get(job.session_id))
+            written: dict[str, Any] = {}
 
-    async def bundle(self, state: dict[str, Any], outline: Outline, attempt: int) -> dict[str, Any]:
-        session = Session.model_validate(state)
-        written: dict[str, Any] = {}
+            async def on_summary(summary: Summary) -> None:
+                written["session"] = await self.store.add_summary(session, summary)
+                written["at"] = utcnow()
 
-        async def on_summary(summary: Summary) -> None:
-            written["session"] = await self.store.add_summary(session, summary)
-            written["at"] = utcnow()
-
-        async with _stop_when_hopeless():
-            _, bundle, usage = await self.model().bundle(session.preferences, outline, on_summary)
-        output = BundleOutput(
-            session=written["session"],
-            bundle=bundle,
-            usage=usage,
-            attempt=attempt,
-            summary_at=written["at"],
-        )
+            avoid = [o.bundle.destination for o in job.earlier]
+            _, bundle, usage = await self.model().bundle(
+                session.preferences, job.index, avoid, on_summary
+            )
+            output = BundleOutput(
+                session=written["session"],
+                bundle=bundle,
+                usage=usage,
+                attempt=job.attempt,
+                summary_at=written["at"],
+            )
+            if job.index == session.progress.total - 1:
+                output = await self._complete(job, output)
         return _wire(output)
 
-    async def finalize(
-        self, state: dict[str, Any], bundles: list[dict[str, Any]], record: dict[str, Any]
-    ) -> dict[str, Any]:
+    async def finalize(self, job: BundleJob, last: BundleOutput) -> dict[str, Any]:
+        """Complete a run an older tripkit started, whose bundle steps (memoized) did not
+        complete the session: it had a separate ``finalize`` step for that."""
         async with _stop_when_hopeless():
-            session = await self.store.complete(
-                Session.model_validate(state), [Bundle.model_validate(b) for b in bundles]
-            )
-        done = RunRecord.model_validate(record).model_copy(
-            update={"status": Status.COMPLETED, "completed_at": session.completed_at}
-        )
-        await self.store.put_run_record(done)
+            done = await self._complete(job, last)
         return _wire(
             FinalOutput(
-                session_id=session.session_id, status=Status.COMPLETED, bundles=len(bundles)
+                session_id=job.session_id, status=done.session.status, bundles=len(job.earlier) + 1
             )
         )
+
+    async def _complete(self, job: BundleJob, last: BundleOutput) -> BundleOutput:
+        """The last step's end: the run record first, then the session with every bundle
+        and ``completed`` as the step's final write, so only a crash after that write
+        (not a failed record write) makes a retry write the last bundle again. The store
+        gets the session as the step last wrote it, so it sees (and announces) the
+        transition to ``completed``."""
+        outputs = [*job.earlier, last]
+        record = run_record(job.session_id, job.run_id, outputs, last.session, utcnow())
+        await self.store.put_run_record(record)
+        done = await self.store.complete(last.session, [o.bundle for o in outputs])
+        return last.model_copy(update={"session": done})
 
     async def fail(self, session_id: str, error: str, record: dict[str, Any]) -> None:
         try:
@@ -139,23 +161,29 @@ async def _stop_when_hopeless() -> AsyncIterator[None]:
 
 
 def run_record(
-    session_id: str, run_id: str, planned: PlanOutput, outputs: list[BundleOutput]
+    session_id: str,
+    run_id: str,
+    outputs: list[BundleOutput],
+    session: Session,
+    completed_at: datetime,
 ) -> RunRecord:
-    """The record of a run whose steps all succeeded (``finalize`` completes it)."""
+    """The record of a run whose steps all succeeded: one step and one model call per
+    bundle (retried attempts are in ``attempts``). Written just before the session is
+    completed, so its ``completed_at`` is at most the session's."""
     return RunRecord(
         session_id=session_id,
         run_id=run_id,
-        status=Status.RUNNING,
-        queued_at=planned.session.created_at,
-        started_at=planned.session.started_at,
+        status=Status.COMPLETED,
+        queued_at=session.created_at,
+        started_at=session.started_at,
         first_summary_at=outputs[0].summary_at if outputs else None,
         summary_at=[o.summary_at for o in outputs],
-        attempts={"plan": planned.attempt}
-        | {f"bundle-{i}": o.attempt for i, o in enumerate(outputs)},
+        completed_at=completed_at,
+        attempts={f"bundle-{i}": o.attempt for i, o in enumerate(outputs)},
         bundles=len(outputs),
-        steps=2 + len(outputs),
-        model_calls=1 + len(outputs),
-        usage=[planned.usage, *(o.usage for o in outputs)],
+        steps=len(outputs),
+        model_calls=len(outputs),
+        usage=[o.usage for o in outputs],
     )
 
 
@@ -193,27 +221,20 @@ def create_functions(
         concurrency=[inngest.Concurrency(limit=concurrency)],
     )
     async def generate_bundles(ctx: inngest.Context) -> dict[str, Any]:
-        session_id = BundlesRequested.model_validate(ctx.event.data).session_id
-        planned = PlanOutput.model_validate(
-            await ctx.step.run("plan", worker.plan, session_id, ctx.attempt)
-        )
-        state = _wire(planned.session)
+        requested = BundlesRequested.model_validate(ctx.event.data)
         outputs: list[BundleOutput] = []
-        for outline in planned.outlines:
-            out = BundleOutput.model_validate(
-                await ctx.step.run(
-                    f"bundle-{outline.index}", worker.bundle, state, outline, ctx.attempt
-                )
+        for index in range(requested.preferences.bundle_count):
+            job = BundleJob(requested.session_id, index, list(outputs), ctx.run_id, ctx.attempt)
+            raw = await ctx.step.run(f"bundle-{index}", worker.bundle, job)
+            outputs.append(BundleOutput.model_validate(raw))
+        final = outputs[-1].session
+        if not final.is_final:  # resumed after an upgrade: an older tripkit started it
+            job = BundleJob(
+                requested.session_id, len(outputs) - 1, outputs[:-1], ctx.run_id, ctx.attempt
             )
-            state = _wire(out.session)
-            outputs.append(out)
-        record = run_record(session_id, ctx.run_id, planned, outputs)
-        return await ctx.step.run(
-            "finalize",
-            worker.finalize,
-            state,
-            [_wire(o.bundle) for o in outputs],
-            _wire(record),
+            return await ctx.step.run("finalize", worker.finalize, job, outputs[-1])
+        return _wire(
+            FinalOutput(session_id=final.session_id, status=final.status, bundles=len(outputs))
         )
 
     return [generate_bundles]

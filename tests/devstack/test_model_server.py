@@ -70,13 +70,14 @@ def messages(task: dict[str, Any] | str) -> list[Any]:
     ]
 
 
-def plan_task(**prefs: Any) -> dict[str, Any]:
-    return {"task": "plan", "preferences": {**PREFS, **prefs}, "count": 4}
-
-
-def bundle_task(index: int = 1, **prefs: Any) -> dict[str, Any]:
-    outline = {"index": index, "destination": "Rome", "country": "Italy", "theme": "History"}
-    return {"task": "bundle", "preferences": {**PREFS, **prefs}, "index": index, "outline": outline}
+def bundle_task(index: int = 1, avoid: list[str] | None = None, **prefs: Any) -> dict[str, Any]:
+    return {
+        "task": "bundle",
+        "preferences": {**PREFS, **prefs},
+        "index": index,
+        "count": 4,
+        "avoid": avoid or [],
+    }
 
 
 def ask(client: openai.OpenAI, task: dict[str, Any] | str) -> str:
@@ -84,9 +85,13 @@ def ask(client: openai.OpenAI, task: dict[str, Any] | str) -> str:
     return reply.choices[0].message.content or ""
 
 
-def outlines(client: openai.OpenAI, **prefs: Any) -> list[dict[str, Any]]:
-    result: list[dict[str, Any]] = json.loads(ask(client, plan_task(**prefs)))["outlines"]
-    return result
+def destinations(client: openai.OpenAI, **prefs: Any) -> list[str]:
+    """Four bundles asked in turn, each avoiding the ones before, as the worker asks."""
+    taken: list[str] = []
+    for index in range(4):
+        line = ask(client, bundle_task(index, taken, **prefs)).split("\n")[1]
+        taken.append(Bundle.model_validate(json.loads(line)["bundle"]).destination)
+    return taken
 
 
 def stream(client: openai.OpenAI, task: dict[str, Any], *, usage: bool = True) -> list[Any]:
@@ -110,19 +115,17 @@ def add_fault(control: httpx.Client, **fault: Any) -> None:
 # --- the prompt contract ------------------------------------------------------------------
 
 
-def test_plan_gives_distinct_deterministic_outlines(client: openai.OpenAI) -> None:
-    first = outlines(client)
-    assert [o["index"] for o in first] == [0, 1, 2, 3]
-    assert len({o["destination"] for o in first}) == 4
-    assert all(o["country"] and o["theme"] for o in first)
-    assert outlines(client) == first
-    outdoors = outlines(client, interests=["hiking", "skiing"])
-    assert {o["destination"] for o in outdoors}.isdisjoint({o["destination"] for o in first})
-    assert "Zermatt" in {o["destination"] for o in outdoors}
+def test_bundles_asked_in_turn_are_distinct_and_deterministic(client: openai.OpenAI) -> None:
+    first = destinations(client)
+    assert len(set(first)) == 4
+    assert destinations(client) == first
+    outdoors = destinations(client, interests=["hiking", "skiing"])
+    assert set(outdoors).isdisjoint(first)
+    assert "Zermatt" in outdoors
 
 
 def test_bundle_streams_summary_then_bundle(client: openai.OpenAI) -> None:
-    chunks = stream(client, bundle_task(index=1))
+    chunks = stream(client, bundle_task(index=1, avoid=["Rome"]))
     pieces = [
         c.choices[0].delta.content for c in chunks if c.choices and c.choices[0].delta.content
     ]
@@ -136,10 +139,10 @@ def test_bundle_streams_summary_then_bundle(client: openai.OpenAI) -> None:
     days = Preferences.model_validate(PREFS).days
     assert days == 6
     assert summary.index == bundle.index == 1
-    assert summary.destination == bundle.destination == "Rome"
+    assert summary.destination == bundle.destination != "Rome"
     assert summary.title == bundle.title
     assert 2 <= summary.text.count(". ") + 1 <= 4
-    assert bundle.country == "Italy"
+    assert bundle.country
     assert bundle.nights == days - 1
     assert [d.day for d in bundle.itinerary] == list(range(1, days + 1))
     assert all(2 <= len(d.activities) <= 4 for d in bundle.itinerary)
@@ -174,20 +177,21 @@ async def test_async_client_streams_the_same_answer(
     async with openai.AsyncOpenAI(base_url=server.base_url, api_key=KEY) as aclient:
         chunks = await aclient.chat.completions.create(
             model="gpt-5.4-nano",
-            messages=messages(plan_task()),
+            messages=messages(bundle_task()),
             stream=True,
             stream_options={"include_usage": True},
         )
         parts = [c.choices[0].delta.content or "" async for c in chunks if c.choices]
-    assert json.loads("".join(parts))["outlines"] == outlines(client)
+    assert "".join(parts) == ask(client, bundle_task())
 
 
 def test_non_stream_completion(client: openai.OpenAI) -> None:
-    reply = client.chat.completions.create(model="gpt-5-mini", messages=messages(plan_task()))
+    reply = client.chat.completions.create(model="gpt-5-mini", messages=messages(bundle_task()))
     assert reply.object == "chat.completion"
     assert reply.model == "gpt-5-mini"
     assert reply.choices[0].finish_reason == "stop"
-    assert len(json.loads(reply.choices[0].message.content or "")["outlines"]) == 4
+    lines = (reply.choices[0].message.content or "").split("\n")
+    assert [list(json.loads(line)) for line in lines] == [["summary"], ["bundle"]]
     assert reply.usage is not None
     assert reply.usage.total_tokens == reply.usage.prompt_tokens + reply.usage.completion_tokens
 
@@ -198,7 +202,8 @@ def test_non_stream_completion(client: openai.OpenAI) -> None:
         "no fence here",
         "```json\n{not json}\n```",
         '```json\n{"task": "dance", "preferences": {}}\n```',
-        json.dumps({"task": "plan", "preferences": {"interests": []}, "count": 2}),
+        json.dumps({"task": "bundle", "preferences": {"interests": []}, "index": 0}),
+        json.dumps({"task": "plan", "preferences": PREFS, "count": 2}),  # no planning call
     ],
 )
 def test_anything_else_gets_a_polite_text_reply(
@@ -234,19 +239,19 @@ def test_configured_key_is_the_only_one_accepted() -> None:
         wrong_key = "sk-wrong-key-abcdefghijklmnop"
         wrong = openai.OpenAI(base_url=srv.base_url, api_key=wrong_key, max_retries=0)
         with pytest.raises(openai.AuthenticationError) as caught:
-            wrong.chat.completions.create(model=MODEL, messages=messages(plan_task()))
+            wrong.chat.completions.create(model=MODEL, messages=messages(bundle_task()))
         assert caught.value.code == "invalid_api_key"
         assert wrong_key not in caught.value.message
         assert "sk-" in caught.value.message and "****" in caught.value.message
         with pytest.raises(openai.AuthenticationError):
             wrong.models.list()
         right = openai.OpenAI(base_url=srv.base_url, api_key=secret, max_retries=0)
-        assert "outlines" in ask(right, plan_task())
+        assert '"summary"' in ask(right, bundle_task())
 
 
 def test_unknown_model_is_not_found(client: openai.OpenAI) -> None:
     with pytest.raises(openai.NotFoundError) as caught:
-        client.chat.completions.create(model="gpt-9-ultra", messages=messages(plan_task()))
+        client.chat.completions.create(model="gpt-9-ultra", messages=messages(bundle_task()))
     assert caught.value.code == "model_not_found"
     with pytest.raises(openai.NotFoundError):
         client.models.retrieve("gpt-9-ultra")
@@ -286,31 +291,31 @@ def test_500_twice_then_success(client: openai.OpenAI, control: httpx.Client) ->
 def test_sdk_retries_honour_retry_after(server: BackgroundServer, control: httpx.Client) -> None:
     add_fault(control, status=429, times=2, retry_after=0.01)
     patient = openai.OpenAI(base_url=server.base_url, api_key=KEY)  # default: 2 retries
-    assert "outlines" in ask(patient, plan_task())
+    assert '"summary"' in ask(patient, bundle_task())
     assert control.get("/_control/stats").json()["byOutcome"] == {"429": 2, "ok": 1}
 
 
 def test_429_is_a_rate_limit_error(client: openai.OpenAI, control: httpx.Client) -> None:
     add_fault(control, status=429, times=1, retry_after=0)
     with pytest.raises(openai.RateLimitError) as caught:
-        ask(client, plan_task())
+        ask(client, bundle_task())
     assert caught.value.code == "rate_limit_exceeded"
     assert caught.value.response.headers["retry-after"] == "0"
-    assert "outlines" in ask(client, plan_task())
+    assert '"summary"' in ask(client, bundle_task())
 
 
 def test_401_until_reset(client: openai.OpenAI, control: httpx.Client) -> None:
     add_fault(control, status=401, times=-1)
     for _ in range(3):
         with pytest.raises(openai.AuthenticationError):
-            ask(client, plan_task())
+            ask(client, bundle_task())
     control.delete("/_control/faults").raise_for_status()
-    assert "outlines" in ask(client, plan_task())
+    assert '"summary"' in ask(client, bundle_task())
 
 
 def test_fault_only_for_one_task(client: openai.OpenAI, control: httpx.Client) -> None:
     add_fault(control, status=503, times=-1, task="bundle", index=2)
-    assert "outlines" in ask(client, plan_task())
+    assert '"summary"' in ask(client, bundle_task(index=0))
     assert ask(client, bundle_task(index=1)).startswith('{"summary"')
     with pytest.raises(openai.InternalServerError):
         ask(client, bundle_task(index=2))
@@ -342,13 +347,15 @@ def test_cut_stream_at_eof_just_ends(client: openai.OpenAI, control: httpx.Clien
 
 def test_cut_faults_skip_non_stream_calls(client: openai.OpenAI, control: httpx.Client) -> None:
     add_fault(control, cut_after_chunks=0)
-    assert "outlines" in ask(client, plan_task())
+    assert '"summary"' in ask(client, bundle_task())
     assert len(control.get("/_control/faults").json()["faults"]) == 1
 
 
 def test_bad_fault_is_rejected(control: httpx.Client) -> None:
     assert control.post("/_control/faults", json={"times": 2}).status_code == 422
     assert control.post("/_control/faults", json={"status": 500, "times": 0}).status_code == 422
+    # the planning call is gone: a fault for it would never fire, so it is refused
+    assert control.post("/_control/faults", json={"status": 500, "task": "plan"}).status_code == 422
 
 
 # --- stats and pacing ---------------------------------------------------------------------
@@ -356,17 +363,17 @@ def test_bad_fault_is_rejected(control: httpx.Client) -> None:
 
 def test_stats_count_calls_and_served_bundles(client: openai.OpenAI, control: httpx.Client) -> None:
     add_fault(control, status=500, task="bundle", index=0)
-    ask(client, plan_task())
+    ask(client, "no task here")
     with pytest.raises(openai.InternalServerError):
         stream(client, bundle_task(index=0))
     stream(client, bundle_task(index=0))
     stream(client, bundle_task(index=1))
     stats = control.get("/_control/stats").json()
     assert stats["total"] == 4
-    assert stats["byTask"] == {"plan": 1, "bundle": 3}
+    assert stats["byTask"] == {"other": 1, "bundle": 3}
     assert stats["byOutcome"] == {"ok": 3, "500": 1}
     assert stats["served"] == [
-        {"task": "plan", "index": None},
+        {"task": "other", "index": None},
         {"task": "bundle", "index": 0},
         {"task": "bundle", "index": 1},
     ]

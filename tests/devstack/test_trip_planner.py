@@ -10,14 +10,15 @@ import pytest
 from tripkit.devstack.trip_planner import (
     NOT_A_TRIP_REPLY,
     BundleTask,
-    PlanTask,
+    Outline,
     answer,
+    choose,
     load_dataset,
     make_bundle,
     parse_task,
     plan,
 )
-from tripkit.models import MAX_BUNDLES, MAX_TRIP_DAYS, Bundle, Outline, Preferences, Summary
+from tripkit.models import MAX_BUNDLES, MAX_TRIP_DAYS, Bundle, Preferences, Summary
 
 
 def prefs(**changes: Any) -> Preferences:
@@ -41,38 +42,46 @@ def test_dataset_is_complete() -> None:
 
 
 def test_parse_takes_the_last_fenced_block() -> None:
-    outline = {"index": 0, "destination": "Kyoto", "country": "Japan", "theme": "Temples"}
-    bundle = {"task": "bundle", "preferences": {**prefs().model_dump(by_alias=True, mode="json")}}
+    bundle = {"task": "bundle", "preferences": prefs().model_dump(by_alias=True, mode="json")}
     prompt = (
         "An example:\n"
-        + fenced({"task": "plan", "preferences": {}, "count": 2})
+        + fenced({**bundle, "index": 3})
         + "\nNow:\n"
-        + fenced({**bundle, "index": 0, "outline": outline})
+        + fenced({**bundle, "index": 1, "count": 3, "avoid": ["Kyoto"]})
     )
     task = parse_task(prompt)
     assert isinstance(task, BundleTask)
-    assert task.outline.destination == "Kyoto"
-    assert parse_task(fenced({"task": "plan", "preferences": {"interests": ["x"]}})) is None
-    too_many = {"task": "plan", "preferences": bundle["preferences"], "count": MAX_BUNDLES + 1}
-    assert parse_task(fenced(too_many)) is None
+    assert (task.index, task.avoid) == (1, ("Kyoto",))
 
 
-def test_plan_count_defaults_to_bundle_count() -> None:
-    task = parse_task(
-        fenced(
-            {
-                "task": "plan",
-                "preferences": {
-                    "interests": ["wine"],
-                    "tripLengthDays": 3,
-                    "budget": 900,
-                    "bundleCount": 5,
-                },
-            }
-        )
-    )
-    assert isinstance(task, PlanTask)
-    assert task.count == 5
+@pytest.mark.parametrize(
+    "change",
+    [
+        {"task": "plan", "count": 2},  # the planning call of older tripkits is gone
+        {"index": MAX_BUNDLES},
+        {"index": "1"},
+        {"avoid": "Kyoto"},
+        {"avoid": [""]},
+        {"avoid": ["x"] * MAX_BUNDLES},
+        {"preferences": {"interests": ["x"]}},
+    ],
+)
+def test_a_task_outside_the_contract_is_not_a_trip(change: dict[str, Any]) -> None:
+    task = {"task": "bundle", "preferences": prefs().model_dump(by_alias=True, mode="json")}
+    assert parse_task(fenced({**task, "index": 0, **change})) is None
+
+
+def test_bundles_asked_in_turn_avoiding_the_earlier_ones_follow_the_ranking() -> None:
+    """One call per bundle gives the destinations a single planning call would have."""
+    choice = prefs(interests=["food", "museums"], bundleCount=5)
+    ranked = plan(choice, 5)
+    taken: list[str] = []
+    for index in range(5):
+        outline = choose(choice, index, taken)
+        assert outline == ranked[index]
+        taken.append(outline.destination)
+    assert len(set(taken)) == 5
+    assert choose(choice, 0, ["not a place"]) == ranked[0]
 
 
 def test_ten_distinct_destinations() -> None:
@@ -121,11 +130,11 @@ def test_unknown_destination_gets_a_generic_but_valid_bundle() -> None:
 
 def test_answer_is_what_the_worker_parses() -> None:
     choice = prefs(interests=["beaches", "nightlife"])
-    reply = json.loads(answer(PlanTask(choice, 3)))
-    assert list(reply) == ["outlines"]
-    outline = Outline.model_validate(reply["outlines"][2])
-    lines = answer(BundleTask(choice, 2, outline)).split("\n")
+    first_two = [o.destination for o in plan(choice, 2)]
+    lines = answer(BundleTask(choice, 2, tuple(first_two))).split("\n")
     assert len(lines) == 2
-    Summary.model_validate(json.loads(lines[0])["summary"])
-    Bundle.model_validate(json.loads(lines[1])["bundle"])
+    summary = Summary.model_validate(json.loads(lines[0])["summary"])
+    bundle = Bundle.model_validate(json.loads(lines[1])["bundle"])
+    assert summary.index == bundle.index == 2
+    assert bundle.destination == plan(choice, 3)[2].destination not in first_two
     assert "trips" in NOT_A_TRIP_REPLY

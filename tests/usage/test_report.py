@@ -27,6 +27,9 @@ async def test_report_with_no_generations_says_so(tmp_path: Path) -> None:
     assert "10,000 per day" in repr(report.limits_table())
     assert "client polls" in repr(report.redis_per_generation())
     assert len(report.free_tier_fit().frame) == 2 * len(POLL_INTERVALS)
+    modes = report.poll_vs_push().frame
+    assert modes.loc[("current", "push"), "generations / month that fit"] == "8,333"
+    assert modes.loc[("current", "poll"), "bound by"] == "Redis"
     assert report.plot_commands_per_day().png().startswith(b"\x89PNG")
     assert "set generations_per_day" in report.notes()
 
@@ -46,7 +49,7 @@ async def test_report_from_records(tmp_path: Path) -> None:
     assert "100.0 generations/day" in report.header()
     vs = report.usage_vs_limits().frame
     assert set(vs.index.get_level_values("profile")) == {"guide", "current"}
-    assert report.tokens_table().frame.loc["gpt-4o-mini", "model calls"] == "6"  # type: ignore[union-attr]
+    assert report.tokens_table().frame.loc["gpt-4o-mini", "model calls"] == "4"  # type: ignore[union-attr]
     assert report.plot_tokens().png().startswith(b"\x89PNG")  # type: ignore[union-attr]
 
 
@@ -85,11 +88,11 @@ async def test_the_verdict_says_it_fits_which_limit_binds_first_and_when(
     lines = report.verdict().splitlines()
     assert lines[0] == "## Verdict"
     text = "\n".join(lines)
-    # 10 a day: 47,550 of the 500,000 Redis commands a month (the polls of 300 s runs)
+    # 10 a day: 48,750 of the 500,000 Redis commands a month (the polls of 300 s runs)
     assert "**Yes: the usage fits the free tiers.** At 10.0 generations a day" in text
-    assert "- **Binds first:** Redis commands per month: 47,550 of 500,000 (9.5%)." in text
-    assert "- **When:** not at this rate: a month uses 9.5% of it." in text
-    assert "reached at about 105 generations a day (10.5 times today's volume)" in text
+    assert "- **Binds first:** Redis commands per month: 48,750 of 500,000 (9.8%)." in text
+    assert "- **When:** not at this rate: a month uses 9.8% of it." in text
+    assert "reached at about 103 generations a day (10.3 times today's volume)" in text
     assert "- **Under profile `guide`:** fits; Inngest runs per month binds first (45%)." in text
     assert "OpenAI** has no free tier" in text
 
@@ -110,7 +113,7 @@ async def test_the_verdict_without_generations_gives_the_capacity(tmp_path: Path
     text = report.verdict()
     assert text.startswith("## Verdict\n")
     assert "No generations to measure" in text
-    assert "carry about 88 generations a day (the Redis limit binds first)" in text
+    assert "carry about 85 generations a day (the Redis limit binds first)" in text
 
 
 async def test_tables_have_human_headers(tmp_path: Path) -> None:

@@ -41,13 +41,13 @@ from tripkit.devstack.openai_wire import (
     token_usage,
     validation_error,
 )
-from tripkit.devstack.trip_planner import NOT_A_TRIP_REPLY, BundleTask, PlanTask, answer, parse_task
+from tripkit.devstack.trip_planner import NOT_A_TRIP_REPLY, answer, parse_task
 from tripkit.errors import ConfigError
 
 DEFAULT_MODELS = ("gpt-4o-mini", "gpt-4.1-mini", "gpt-5-mini", "gpt-5.4-mini", "gpt-5.4-nano")
 _MODEL_CREATED = 1_700_000_000  # a fixed date, so model listings are reproducible
 
-TaskName = Literal["plan", "bundle", "other"]
+TaskName = Literal["bundle", "other"]
 
 
 class ModelServerConfig(BaseModel):
@@ -243,12 +243,8 @@ def create_app(settings: ModelServerConfig) -> ASGIApp:
 
         prompt = next((m.text for m in reversed(body.messages) if m.role == "user"), "")
         task = parse_task(prompt)
-        name: TaskName = "other"
-        index: int | None = None
-        if isinstance(task, PlanTask):
-            name = "plan"
-        elif isinstance(task, BundleTask):
-            name, index = "bundle", task.index
+        name: TaskName = "other" if task is None else "bundle"
+        index = None if task is None else task.index
 
         fault = state.take_fault(name, index, stream=stream)
         if fault is not None and fault.status is not None:

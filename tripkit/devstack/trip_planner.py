@@ -4,13 +4,13 @@ The stand-in model server answers the worker's prompts with this module, so the 
 stack can run without OpenAI. The same preferences always give the same answer, and the
 answers always validate as :class:`~tripkit.models.Summary` / :class:`~tripkit.models.Bundle`.
 
-The prompt contract: the last user message ends with a fenced block (a line
-"```json", one JSON object, a line "```"); the last such block is the task:
-
-* ``{"task": "plan", "preferences": {...}, "count": N}`` -> one JSON object
-  ``{"outlines": [{"index", "destination", "country", "theme"}, ...]}``;
-* ``{"task": "bundle", "preferences": {...}, "index": i, "outline": {...}}`` -> two NDJSON
-  lines, ``{"summary": {...}}`` then ``{"bundle": {...}}``.
+The prompt contract (:mod:`tripkit.llm`): the last user message ends with a fenced block
+(a line "```json", one JSON object, a line "```"); the last such block is the task,
+``{"task": "bundle", "preferences": {...}, "index": i, "count": N, "avoid": [...]}``, and
+the answer is two NDJSON lines, ``{"summary": {...}}`` then ``{"bundle": {...}}``, for the
+best-matching destination not in ``avoid``. Asked for bundles 0, 1, 2... in turn, each
+avoiding the destinations before it, it answers the same destinations in the same order
+as :func:`plan` ranks them.
 """
 
 from __future__ import annotations
@@ -19,17 +19,17 @@ import hashlib
 import json
 import math
 import re
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from functools import cache
 from importlib import resources
 from itertools import count as counter
-from typing import Any
+from typing import Any, TypeGuard
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from pydantic.alias_generators import to_camel
 
-from tripkit.models import MAX_BUNDLES, Bundle, ItineraryDay, Outline, Pace, Preferences, Summary
+from tripkit.models import MAX_BUNDLES, Bundle, ItineraryDay, Pace, Preferences, Summary
 
 NOT_A_TRIP_REPLY = (
     "Sorry, I can only plan trips. Send the task and the traveller's preferences as one "
@@ -83,19 +83,20 @@ class Dataset(_DataModel):
 
 
 @dataclass(frozen=True)
-class PlanTask:
-    preferences: Preferences
-    count: int
+class Outline:
+    """Where a bundle goes and the angle it takes, chosen before the bundle is written."""
+
+    index: int
+    destination: str
+    country: str = ""
+    theme: str = ""
 
 
 @dataclass(frozen=True)
 class BundleTask:
     preferences: Preferences
     index: int
-    outline: Outline
-
-
-Task = PlanTask | BundleTask
+    avoid: tuple[str, ...] = ()
 
 
 @cache
@@ -105,7 +106,7 @@ def load_dataset() -> Dataset:
     return Dataset.model_validate_json(text)
 
 
-def parse_task(prompt: str) -> Task | None:
+def parse_task(prompt: str) -> BundleTask | None:
     """The task in the prompt's last fenced json block, or None if there is no valid one."""
     blocks = _FENCED_JSON.findall(prompt)
     if not blocks:
@@ -114,30 +115,26 @@ def parse_task(prompt: str) -> Task | None:
         raw = json.loads(blocks[-1])
     except ValueError:
         return None
-    if not isinstance(raw, dict):
+    if not isinstance(raw, dict) or raw.get("task") != "bundle":
         return None
     try:
         preferences = Preferences.model_validate(raw.get("preferences"))
-        if raw.get("task") == "plan":
-            count = raw.get("count", preferences.bundle_count)
-            return PlanTask(preferences, count) if _whole(count, 1, MAX_BUNDLES) else None
-        if raw.get("task") == "bundle":
-            outline = Outline.model_validate(raw.get("outline"))
-            index = raw.get("index", outline.index)
-            if not _whole(index, 0, MAX_BUNDLES - 1):
-                return None
-            return BundleTask(preferences, index, outline)
     except ValidationError:
         return None
-    return None
+    index, avoid = raw.get("index"), raw.get("avoid", [])
+    if not _whole(index, 0, MAX_BUNDLES - 1):
+        return None
+    if not isinstance(avoid, list) or len(avoid) >= MAX_BUNDLES:
+        return None
+    if not all(isinstance(a, str) and 0 < len(a) <= 200 for a in avoid):
+        return None
+    return BundleTask(preferences, index, tuple(avoid))
 
 
-def answer(task: Task) -> str:
+def answer(task: BundleTask) -> str:
     """The model's whole reply to a task, exactly as it will be streamed."""
-    if isinstance(task, PlanTask):
-        outlines = plan(task.preferences, task.count)
-        return _dumps({"outlines": [o.model_dump(by_alias=True) for o in outlines]})
-    summary, bundle = make_bundle(task.preferences, task.index, task.outline)
+    outline = choose(task.preferences, task.index, task.avoid)
+    summary, bundle = make_bundle(task.preferences, task.index, outline)
     return "\n".join(
         [
             _dumps({"summary": summary.model_dump(by_alias=True, mode="json")}),
@@ -148,6 +145,19 @@ def answer(task: Task) -> str:
 
 def plan(preferences: Preferences, count: int) -> list[Outline]:
     """``count`` distinct destinations, best match first (interests, then budget and pace)."""
+    ranked = _ranked(preferences)[: min(count, MAX_BUNDLES)]
+    return [_outline(preferences, i, d) for i, d in enumerate(ranked)]
+
+
+def choose(preferences: Preferences, index: int, avoid: Sequence[str] = ()) -> Outline:
+    """Bundle ``index``'s destination: the best match whose name is not in ``avoid``."""
+    taken = {_norm(name) for name in avoid}
+    best = next(d for d in _ranked(preferences) if _norm(d.name) not in taken)
+    return _outline(preferences, index, best)
+
+
+def _ranked(preferences: Preferences) -> list[Destination]:
+    """Every destination, best match first (interests, then budget and pace)."""
     data = load_dataset()
     seed = _seed(preferences)
     per_day_eur = _to_eur(preferences.budget, preferences.currency) / (
@@ -161,11 +171,11 @@ def plan(preferences: Preferences, count: int) -> list[Outline]:
         value += 1.5 if dest.pace == preferences.pace else 0.0
         return value + _fraction(seed, dest.name)  # deterministic tie-break
 
-    ranked = sorted(data.destinations, key=score, reverse=True)[: min(count, MAX_BUNDLES)]
-    return [
-        Outline(index=i, destination=d.name, country=d.country, theme=_theme(preferences, d))
-        for i, d in enumerate(ranked)
-    ]
+    return sorted(data.destinations, key=score, reverse=True)
+
+
+def _outline(preferences: Preferences, index: int, dest: Destination) -> Outline:
+    return Outline(index, dest.name, dest.country, _theme(preferences, dest))
 
 
 def make_bundle(preferences: Preferences, index: int, outline: Outline) -> tuple[Summary, Bundle]:
@@ -325,7 +335,7 @@ def _from_eur(amount: float, currency: str) -> float:
     return amount / _rate(currency)
 
 
-def _whole(value: object, low: int, high: int) -> bool:
+def _whole(value: object, low: int, high: int) -> TypeGuard[int]:
     return isinstance(value, int) and not isinstance(value, bool) and low <= value <= high
 
 

@@ -8,8 +8,14 @@ month against each plan, and :mod:`tripkit.usage.report` shows both.
 
 The Redis cost of one generation (:func:`redis_commands_per_generation`, asserted against
 a real run in the tests): create 1 + writes (running 1, one per bundle summary,
-complete 1) + the worker's read 1 + the run record 1 + the client's polls. The polls
-dominate: a 6-minute generation polled every 2 s is ~181 GETs against 8 other commands.
+complete 1), each followed by a PUBLISH, + the worker's read 1 + the run record 1 + the
+client's polls. The polls dominate: a 6-minute generation polled every 2 s is ~181 GETs
+against 17 other commands (5 bundles). :func:`redis_commands_by_mode` prices the same
+generation for a client that polls and for one that follows the push endpoint instead;
+the push figures rest on the named constants below.
+
+The Inngest cost (:func:`executions_per_generation`): one run plus one step per bundle
+(:func:`steps_per_generation`), so bundles + 1 executions.
 """
 
 from __future__ import annotations
@@ -18,13 +24,16 @@ import json
 import math
 from collections.abc import Mapping
 from datetime import UTC, date, datetime, timedelta
-from typing import Any
+from typing import Any, Final, Literal
 
 import pandas as pd
 
 from tripkit.usage.plans import UsageError
 
 __all__ = [
+    "COMMANDS_PER_PUSH_CLIENT",
+    "PUBLISHES_PER_SESSION_WRITE",
+    "Mode",
     "commands_per_day",
     "estimates",
     "executions_per_generation",
@@ -33,13 +42,44 @@ __all__ = [
     "parse_period_end",
     "peak_concurrency",
     "polls_per_generation",
+    "redis_commands_by_mode",
     "redis_commands_per_generation",
+    "session_writes",
+    "steps_per_generation",
     "timing_stats",
     "token_cost",
     "tokens_by_model",
 ]
 
+#: How a client follows a generation: ``poll`` (GET the session every few seconds, the
+#: original app's way) or ``push`` (one ``GET /api/session/{id}/events`` stream).
+Mode = Literal["poll", "push"]
+
+#: The store PUBLISHes once after each session write (running, each summary, complete or
+#: failed) so push clients hear of it, in either mode: it cannot know whether anyone
+#: follows by push. Not on create: nobody can follow a session before the POST returns.
+PUBLISHES_PER_SESSION_WRITE: Final = 1.0
+#: Push mode: Redis commands one client costs from connect to the final event, whatever
+#: the generation's length: the replay read of the session (GET), plus the SUBSCRIBE
+#: when it is its app process's only push client (the process shares one subscription
+#: among all of them). Deliveries to a subscriber are not billed (push.md). Measured:
+#: tests/test_push.py.
+COMMANDS_PER_PUSH_CLIENT: Final = 2.0
+
+
 # --------------------------------------------------------------------------- per generation
+
+
+def steps_per_generation(bundles: float) -> float:
+    """Inngest steps of a completed generation: one ``bundle-<i>`` step per bundle (the
+    first also marks the session running, the last also completes it)."""
+    return float(bundles)
+
+
+def session_writes(bundles: float) -> float:
+    """The worker's ``SET ... XX`` writes to a completed generation's session: running,
+    one per bundle summary, complete."""
+    return 2.0 + bundles
 
 
 def polls_per_generation(duration_s: float, poll_interval: float) -> int:
@@ -64,9 +104,10 @@ def redis_commands_per_generation(
     """Billed Redis commands of one generation, by source (see the module docstring).
 
     Completed: create 1, writes 2 + ``bundles`` (running, one summary each, complete),
+    each followed by its PUBLISH (the store announces every write, polled or not),
     worker read 1, run record 1, polls. Failed: the summaries written before the failure
-    (default 0) and ``fail`` (GET + SET) instead of the summaries and complete. A global
-    database bills each write again per read region (``read_regions``).
+    (default 0) and ``fail`` (GET + SET + PUBLISH) instead of the summaries and complete.
+    A global database bills each write again per read region (``read_regions``).
     """
     if failed:
         written = 0.0 if summaries is None or math.isnan(summaries) else summaries
@@ -79,6 +120,7 @@ def redis_commands_per_generation(
     parts = {
         "create": 1.0 * amplify,
         "writes": writes * amplify,
+        "publishes": PUBLISHES_PER_SESSION_WRITE * writes,
         "worker_reads": float(reads),
         "run_record": 1.0 * amplify,
         "polls": float(polls),
@@ -87,12 +129,45 @@ def redis_commands_per_generation(
     return parts
 
 
+def redis_commands_by_mode(
+    mode: Mode,
+    bundles: float,
+    polls: float = 0.0,
+    *,
+    writes: float | None = None,
+    clients: int = 1,
+) -> dict[str, float]:
+    """Billed Redis commands of one completed generation followed by ``clients`` clients in
+    ``mode``, by source: the generation's own (create, the worker's read, its ``writes``,
+    default :func:`session_writes`, each with its PUBLISH, the run record), then
+    ``polls`` GETs per client, or :data:`COMMANDS_PER_PUSH_CLIENT` per push client."""
+    if mode not in ("poll", "push"):
+        raise UsageError(f"Unknown mode {mode!r}: use 'poll' or 'push'.")
+    if clients < 0 or polls < 0:
+        raise UsageError("clients and polls cannot be negative.")
+    writes = session_writes(bundles) if writes is None else writes
+    parts = {
+        "create": 1.0,
+        "worker_reads": 1.0,
+        "writes": float(writes),
+        "publishes": PUBLISHES_PER_SESSION_WRITE * writes,
+        "run_record": 1.0,
+    }
+    if mode == "poll":
+        parts["polls"] = float(polls) * clients
+    else:
+        parts["push_clients"] = COMMANDS_PER_PUSH_CLIENT * clients
+    parts["total"] = sum(parts.values())
+    return parts
+
+
 def executions_per_generation(
     steps: float, retries: float = 0.0, *, failed: bool = False, worst_case: bool = True
 ) -> float:
-    """Inngest executions of one generation: 1 run + its steps (+ every retried attempt
-    when ``worst_case``: whether retries are billed is not documented). A failed run
-    also starts the ``on_failure`` run and its one step."""
+    """Inngest executions of one generation: 1 run + its steps (one per bundle since
+    each bundle became one step; older runs also had ``plan`` and ``finalize``), + every
+    retried attempt when ``worst_case`` (whether retries are billed is not documented).
+    A failed run also starts the ``on_failure`` run and its one step."""
     total = 1 + steps + (retries if worst_case else 0.0)
     return total + (2 if failed else 0)
 
@@ -112,7 +187,7 @@ def estimates(frame: pd.DataFrame, poll_interval: float, read_regions: int) -> p
         )
         for b, p, f, s in zip(out["bundles"], out["polls"], failed, out["summaries"], strict=True)
     ]
-    for key in ("create", "writes", "worker_reads", "run_record", "polls", "total"):
+    for key in ("create", "writes", "publishes", "worker_reads", "run_record", "polls", "total"):
         out[f"redis_{key}"] = [p[key] for p in parts]
     steps = out["steps"].fillna(0.0)
     out["executions_min"] = [

@@ -146,7 +146,7 @@ def _row(item: RunRecord | HarvestedRecord, harvested_at: str) -> dict[str, Any]
         "summaries": float(len(record.summary_at) or found.summary_count or 0),
         "steps": steps,
         "model_calls": _int_or_nan(record.model_calls),
-        # The finalize step is not in ``attempts``: counted as one attempt.
+        # Records of older runs (plan and finalize steps) lack finalize in ``attempts``.
         "attempts_total": steps + retries if not math.isnan(steps) else math.nan,
         "retries": float(retries),
         "prompt_tokens": float(sum(u.prompt_tokens for u in record.usage)),

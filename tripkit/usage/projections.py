@@ -18,19 +18,25 @@ from typing import Any
 import pandas as pd
 
 from tripkit.usage.costs import (
+    Mode,
     executions_per_generation,
     polls_per_generation,
+    redis_commands_by_mode,
     redis_commands_per_generation,
+    steps_per_generation,
     tokens_by_model,
 )
 from tripkit.usage.plans import DAYS_PER_MONTH, Plan
 
 __all__ = [
+    "ORIGINAL_WORKLOAD",
     "POLL_INTERVALS",
     "TYPICAL_DURATION_S",
+    "ModeCapacity",
     "PerGeneration",
     "fit_table",
     "free_tier_fit",
+    "mode_comparison",
     "monthly_usage",
     "projected_monthly_cost",
     "storage_bytes",
@@ -86,7 +92,7 @@ class PerGeneration:
 
     @property
     def steps(self) -> float:
-        return 2 + self.bundles  # plan, one per bundle, finalize
+        return steps_per_generation(self.bundles)
 
     def polls(self, poll_interval: float) -> int:
         return polls_per_generation(self.duration_s, poll_interval)
@@ -107,6 +113,77 @@ class PerGeneration:
         return self.session_bytes + self.record_bytes
 
 
+#: The original app's workload, where issue 9's capacity targets are set: 5 bundles over
+#: about 6 minutes, followed by one client.
+ORIGINAL_WORKLOAD = PerGeneration(
+    bundles=5.0, duration_s=TYPICAL_DURATION_S, basis="the original app's workload"
+)
+
+
+@dataclass(frozen=True)
+class ModeCapacity:
+    """One row of :func:`mode_comparison`: a mode's cost per generation and how many
+    generations a month a plan's free tier carries (Redis and Inngest together)."""
+
+    profile: str
+    mode: Mode
+    redis_commands_per_generation: float
+    executions_per_generation: float
+    redis_bound_per_month: float
+    inngest_bound_per_month: float
+    fits_per_month: float
+    bound_by: str
+
+
+def _inngest_bound_per_month(plan: Plan, per: PerGeneration) -> float:
+    """Generations a month the plan's Inngest limits allow (retried attempts budgeted)."""
+    bounds = []
+    if (runs := plan.value("inngest_runs_per_month")) is not None:
+        bounds.append(runs)
+    if (steps := plan.value("inngest_steps_per_month")) is not None:
+        bounds.append(steps / (per.steps + per.retries))
+    if (execs := plan.value("inngest_executions_per_month")) is not None:
+        bounds.append(execs / per.executions())
+    return min(bounds) if bounds else math.inf
+
+
+def mode_comparison(
+    plans: Sequence[Plan],
+    per: PerGeneration = ORIGINAL_WORKLOAD,
+    poll_interval: float = 2.0,
+    clients: int = 1,
+) -> list[ModeCapacity]:
+    """Poll and push side by side for each plan: Redis commands and Inngest executions
+    per generation, and the generations a month that fit the free tier (whole ones)."""
+    rows = []
+    for p in plans:
+        monthly = p.redis_commands_per_month
+        inngest = _inngest_bound_per_month(p, per)
+        modes: tuple[Mode, ...] = ("poll", "push")
+        for mode in modes:
+            commands = redis_commands_by_mode(
+                mode, per.bundles, per.polls(poll_interval), clients=clients
+            )["total"]
+            redis = monthly / commands if monthly else math.inf
+            rows.append(
+                ModeCapacity(
+                    profile=p.name,
+                    mode=mode,
+                    redis_commands_per_generation=commands,
+                    executions_per_generation=per.executions(),
+                    redis_bound_per_month=_whole(redis),
+                    inngest_bound_per_month=_whole(inngest),
+                    fits_per_month=_whole(min(redis, inngest)),
+                    bound_by="Redis" if redis <= inngest else "Inngest",
+                )
+            )
+    return rows
+
+
+def _whole(value: float) -> float:
+    return float(math.floor(value)) if math.isfinite(value) else math.inf
+
+
 def storage_bytes(per: PerGeneration, generations_per_day: float, ttl_s: float) -> float:
     """Steady-state data: each generation's two keys live its duration plus the TTL.
     Payload bytes only; Redis adds some tens of bytes per key."""
@@ -122,14 +199,7 @@ def free_tier_fit(
     commands = per.redis_commands(poll_interval, read_regions)
     daily = plan.redis_commands_per_day
     redis_bound = daily / commands if daily else math.inf
-    bounds = []
-    if (runs := plan.value("inngest_runs_per_month")) is not None:
-        bounds.append(runs / DAYS_PER_MONTH)
-    if (steps := plan.value("inngest_steps_per_month")) is not None:
-        bounds.append(steps / DAYS_PER_MONTH / (per.steps + per.retries))
-    if (execs := plan.value("inngest_executions_per_month")) is not None:
-        bounds.append(execs / DAYS_PER_MONTH / per.executions())
-    inngest_bound = min(bounds) if bounds else math.inf
+    inngest_bound = _inngest_bound_per_month(plan, per) / DAYS_PER_MONTH
     return {
         "poll_interval_s": poll_interval,
         "redis_commands_per_generation": commands,

@@ -32,6 +32,7 @@ from tripkit.usage.projections import (
     PerGeneration,
     fit_table,
     free_tier_fit,
+    mode_comparison,
     monthly_usage,
     projected_monthly_cost,
     storage_bytes,
@@ -262,7 +263,8 @@ class UsageReport:
         per = self.per
         items = [
             "Redis commands per generation = create 1 + writes (running 1 + one per bundle "
-            "summary + complete 1) + worker read 1 + run record 1 + polls; polls = "
+            "summary + complete 1), each with its PUBLISH, + worker read 1 + run record 1 + "
+            "polls; polls = "
             "ceil(duration / poll interval) + 1. The polls dominate: poll less often (or stop "
             "polling when the tab is hidden) before anything else.",
             "Run records do not say how often each client polled: polls are estimated from "
@@ -271,8 +273,8 @@ class UsageReport:
             "Inngest: whether retried attempts count as extra executions is not documented; "
             "this report budgets for the worst case and counts every retried step attempt "
             f"(observed {per.retries:.2f} retries per generation). A failed run also starts "
-            "the on_failure run (1 run + 1 step). The finalize step's retries are not "
-            "recorded.",
+            "the on_failure run (1 run + 1 step). A generation is 1 run + 1 step per "
+            "bundle.",
             f"Projections: a {DAYS_PER_MONTH}-day month; per-generation means are "
             f"{per.basis}: {per.bundles:.1f} bundles, {per.duration_s:.0f} s, "
             f"{per.bytes_held():,.0f} bytes held per generation.",
@@ -344,13 +346,22 @@ class UsageReport:
             g = self.generations
             parts = {
                 k: float(g[f"redis_{k}"].mean())
-                for k in ("create", "writes", "worker_reads", "run_record", "polls", "total")
+                for k in (
+                    "create",
+                    "writes",
+                    "publishes",
+                    "worker_reads",
+                    "run_record",
+                    "polls",
+                    "total",
+                )
             }
             basis = f"mean of {len(g)}"
         total = parts["total"]
         labels = {
             "create": "create the session (SET NX)",
             "writes": "session writes (SET XX: running, summaries, complete/fail)",
+            "publishes": "announcements to push clients (PUBLISH, one per write)",
             "worker_reads": "worker reads (GET)",
             "run_record": "run record (SET)",
             "polls": f"client polls (GET, every {self.poll_interval:g} s)",
@@ -460,6 +471,30 @@ class UsageReport:
         for column in ("Redis allows / day", "Inngest allows / day", "generations / day that fit"):
             table[column] = table[column].map(number)
         return Table(table.set_index(["profile", "generation lasting", "poll every (s)"]))
+
+    def poll_vs_push(self) -> Table:
+        """Poll and push side by side at the original app's workload (5 bundles, ~6
+        minutes, one client, polling every 2 s): what each costs per generation and the
+        generations a month that fit each profile's free tier, Redis and Inngest together.
+        The push figures rest on ``tripkit.usage.costs``' named push constants."""
+        rows = mode_comparison(self.plans)
+        table = pd.DataFrame(
+            {
+                "profile": [r.profile for r in rows],
+                "mode": [r.mode for r in rows],
+                "Redis commands / generation": [
+                    number(r.redis_commands_per_generation) for r in rows
+                ],
+                "Inngest executions / generation": [
+                    number(r.executions_per_generation) for r in rows
+                ],
+                "Redis allows / month": [number(r.redis_bound_per_month) for r in rows],
+                "Inngest allows / month": [number(r.inngest_bound_per_month) for r in rows],
+                "generations / month that fit": [number(r.fits_per_month) for r in rows],
+                "bound by": [r.bound_by for r in rows],
+            }
+        )
+        return Table(table.set_index(["profile", "mode"]))
 
     def projected_cost(self) -> Table:
         table = self._each_plan(projected_monthly_cost)
