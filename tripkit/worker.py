@@ -113,14 +113,20 @@ class Worker:
         )
 
     async def fail(self, session_id: str, error: str, record: dict[str, Any]) -> None:
+        """Mark the session failed, unless it ended otherwise first (a cancel refuses the
+        run's next write, which ends the run this way); the record says which."""
         try:
             session = await self.store.fail(session_id, error)
         except SessionNotFound:
             return  # expired meanwhile: there is nothing left to mark
-        failed = RunRecord.model_validate(record).model_copy(
-            update={"status": session.status, "error": session.error}
+        ended = RunRecord.model_validate(record)
+        if session.status is Status.CANCELLED:
+            ended = ended.model_copy(
+                update={"failed_at": None, "cancelled_at": session.completed_at}
+            )
+        await self.store.put_run_record(
+            ended.model_copy(update={"status": session.status, "error": session.error})
         )
-        await self.store.put_run_record(failed)
 
 
 @contextlib.asynccontextmanager

@@ -46,8 +46,9 @@ def test_command_formula_matches_a_real_generation(stack: LocalStack) -> None:
     sets = formula["create"] + formula["writes"] + formula["run_record"]
     gets = formula["worker_reads"] + formula["polls"]
     assert counts.get("SET") == sets == 4 + record.bundles
+    assert counts.get("EVAL") == formula["write_scripts"] == 2 + record.bundles
     assert counts.get("GET") == gets == 1 + polls
-    assert counts["SET"] + counts["GET"] == formula["total"]
+    assert counts["SET"] + counts["EVAL"] + counts["GET"] == formula["total"]
     # Polls estimated from the record's duration: at most the formula's count (request
     # latency stretches each interval a little), and close to it.
     row = generations_table([record]).iloc[0]
@@ -84,21 +85,22 @@ def test_polls_per_generation(duration: float, interval: float, polls: int) -> N
 
 
 def test_redis_commands_per_generation() -> None:
-    # The local stack's demo: 3 bundles, 29 polls -> 7 SET + 30 GET (measured).
+    # The local stack's demo: 3 bundles, 29 polls -> 7 SET + 5 EVAL + 30 GET (measured).
     parts = costs.redis_commands_per_generation(3, 29)
     assert parts == {
         "create": 1,
         "writes": 5,
+        "write_scripts": 5,
         "worker_reads": 1,
         "run_record": 1,
         "polls": 29,
-        "total": 37,
+        "total": 42,
     }
-    # A global database with 2 read regions bills each write 3 times; reads once.
-    assert costs.redis_commands_per_generation(3, 29, read_regions=2)["total"] == 21 + 30
-    # Failed after 1 summary: running, 1 summary, fail = GET + SET, plus the usual.
+    # A global database with 2 read regions bills each write 3 times; scripts and reads once.
+    assert costs.redis_commands_per_generation(3, 29, read_regions=2)["total"] == 21 + 5 + 30
+    # Failed after 1 summary: running, 1 summary, fail = GET + a write, plus the usual.
     failed = costs.redis_commands_per_generation(0, 4, failed=True, summaries=1)
-    assert failed["writes"] == 3 and failed["worker_reads"] == 2 and failed["total"] == 11
+    assert failed["writes"] == 3 and failed["worker_reads"] == 2 and failed["total"] == 14
 
 
 # --------------------------------------------------------------------------- tokens

@@ -8,8 +8,9 @@ month against each plan, and :mod:`tripkit.usage.report` shows both.
 
 The Redis cost of one generation (:func:`redis_commands_per_generation`, asserted against
 a real run in the tests): create 1 + writes (running 1, one per bundle summary,
-complete 1) + the worker's read 1 + the run record 1 + the client's polls. The polls
-dominate: a 6-minute generation polled every 2 s is ~181 GETs against 8 other commands.
+complete 1), each a script billed as 2 (the ``EVAL`` and its ``SET``, see
+:mod:`tripkit.store`) + the worker's read 1 + the run record 1 + the client's polls. The
+polls dominate: a 6-minute generation polled every 2 s is ~181 GETs against 13 others.
 """
 
 from __future__ import annotations
@@ -64,8 +65,9 @@ def redis_commands_per_generation(
     """Billed Redis commands of one generation, by source (see the module docstring).
 
     Completed: create 1, writes 2 + ``bundles`` (running, one summary each, complete),
-    worker read 1, run record 1, polls. Failed: the summaries written before the failure
-    (default 0) and ``fail`` (GET + SET) instead of the summaries and complete. A global
+    each a ``SET`` inside a script (``write_scripts``, one ``EVAL`` each), worker read 1,
+    run record 1, polls. Failed: the summaries written before the failure (default 0)
+    and ``fail`` (GET + a write) instead of the summaries and complete. A global
     database bills each write again per read region (``read_regions``).
     """
     if failed:
@@ -79,6 +81,7 @@ def redis_commands_per_generation(
     parts = {
         "create": 1.0 * amplify,
         "writes": writes * amplify,
+        "write_scripts": float(writes),
         "worker_reads": float(reads),
         "run_record": 1.0 * amplify,
         "polls": float(polls),
@@ -149,7 +152,12 @@ def parse_period_end(period_end: str | date | datetime | None) -> datetime:
 
 def in_period(frame: pd.DataFrame, period_days: float, end: datetime) -> pd.DataFrame:
     """The generations queued (or, lacking that, ended) in ``(end - period_days, end]``."""
-    at = frame["queued_at"].fillna(frame["completed_at"]).fillna(frame["failed_at"])
+    at = (
+        frame["queued_at"]
+        .fillna(frame["completed_at"])
+        .fillna(frame["failed_at"])
+        .fillna(frame["cancelled_at"])
+    )
     start = pd.Timestamp(end) - pd.Timedelta(days=period_days)
     return frame[(at > start) & (at <= pd.Timestamp(end))].reset_index(drop=True)
 
@@ -168,7 +176,7 @@ def peak_concurrency(frame: pd.DataFrame) -> int:
     """Most generations running at once (each runs one step at a time, so this is the
     concurrent steps they need)."""
     starts = frame["started_at"].fillna(frame["queued_at"])
-    ends = frame["completed_at"].fillna(frame["failed_at"])
+    ends = frame["completed_at"].fillna(frame["failed_at"]).fillna(frame["cancelled_at"])
     events = sorted(
         [(s, 1) for s, e in zip(starts, ends, strict=True) if not (pd.isna(s) or pd.isna(e))]
         + [(e, -1) for s, e in zip(starts, ends, strict=True) if not (pd.isna(s) or pd.isna(e))],
