@@ -73,11 +73,11 @@ class ModelControl:
 
 
 def wait_final(api_url: str, session_id: str, timeout: float = 60.0) -> dict[str, Any]:
-    """Poll ``GET /api/session/{id}`` until completed or failed; return the last body."""
+    """Poll ``GET /api/session/{id}`` until a final status; return the last body."""
     deadline = time.monotonic() + timeout
     while True:
         body: dict[str, Any] = httpx.get(f"{api_url}/api/session/{session_id}", timeout=30).json()
-        if body.get("status") in ("completed", "failed"):
+        if body.get("status") in ("completed", "failed", "cancelled"):
             return body
         if time.monotonic() > deadline:
             raise AssertionError(

@@ -19,6 +19,8 @@ FUNCTION_NAME: Final = "Generate Trip Bundles"
 FUNCTION_SLUG: Final = f"{APP_ID}-{FUNCTION_ID}"
 #: The event that starts a generation.
 EVENT_NAME: Final = "trips/bundles.requested"
+#: The event that asks Inngest to cancel a generation's run (``data.sessionId``).
+CANCEL_EVENT_NAME: Final = "trips/bundles.cancel-requested"
 #: Where the app serves the Inngest SDK's endpoint (the guide's route).
 SERVE_PATH: Final = "/api/inngest"
 #: Retries per step after the first attempt (Inngest's default is 4, so 5 attempts).
