@@ -1,0 +1,98 @@
+"""Run controls end to end on a stack of their own: one generation step at a time
+(``TRIPKIT_GENERATION_CONCURRENCY=1``) and a model that streams slowly enough to act
+while a run is under way. Real processes: the app, the executor driving the real inngest
+SDK, the model server through the real openai client, Redis behind the REST gateway.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import httpx
+import pytest
+from helpers import ModelControl, wait_final, wait_until
+
+from tripkit.devstack.stack import LocalStack, StackConfig
+
+PREFS: dict[str, Any] = {
+    "interests": ["food"],
+    "tripLengthDays": 2,
+    "budget": 900,
+    "bundleCount": 3,
+}
+
+
+@pytest.fixture(scope="module")
+def slow_stack() -> Iterator[LocalStack]:
+    config = StackConfig(
+        chunk_delay=0.01,
+        backoff_ms=[50, 100, 200],
+        workers=1,
+        extra_app_env={"TRIPKIT_GENERATION_CONCURRENCY": "1"},
+    )
+    with LocalStack(config) as running:
+        yield running
+
+
+@pytest.fixture
+def slow_model(slow_stack: LocalStack) -> Iterator[ModelControl]:
+    control = ModelControl(slow_stack.openai_base_url)
+    control.reset()
+    yield control
+    control.reset()
+
+
+def start(stack: LocalStack, bundles: int = 3) -> str:
+    prefs = PREFS | {"bundleCount": bundles}
+    response = httpx.post(f"{stack.api_url}/api/generate-bundles", json=prefs, timeout=30)
+    assert response.status_code == 202, response.text
+    session_id: str = response.json()["sessionId"]
+    return session_id
+
+
+def poll(stack: LocalStack, session_id: str) -> dict[str, Any]:
+    body: dict[str, Any] = httpx.get(f"{stack.api_url}/api/session/{session_id}", timeout=10).json()
+    return body
+
+
+def runs_of(stack: LocalStack, session_id: str) -> list[dict[str, Any]]:
+    body = httpx.get(f"{stack.inngest_url}/v1/events/{session_id}/runs", timeout=5).json()
+    runs: list[dict[str, Any]] = body["data"]
+    return runs
+
+
+def test_a_generation_waiting_for_the_concurrency_limit_says_queued(
+    slow_stack: LocalStack, slow_model: ModelControl
+) -> None:
+    first = start(slow_stack, bundles=1)
+    # Mid-stream in its first bundle: the first run holds the one slot for a while.
+    assert wait_until(lambda: len(poll(slow_stack, first)["summaries"]) >= 1, timeout=30)
+    second = start(slow_stack, bundles=1)
+    time.sleep(0.3)  # time enough for the second run to start, were there a free slot
+    assert poll(slow_stack, first)["status"] == "running"
+    waiting = poll(slow_stack, second)
+    assert waiting["status"] == "queued" and waiting["startedAt"] is None, waiting
+    # Inngest limits steps, not runs: the two runs then take turns, one step at a time.
+    assert wait_final(slow_stack.api_url, first)["status"] == "completed"
+    assert wait_final(slow_stack.api_url, second)["status"] == "completed"
+
+
+def test_a_cancel_stops_the_run_at_its_next_write_and_nothing_is_written_after(
+    slow_stack: LocalStack, slow_model: ModelControl
+) -> None:
+    session_id = start(slow_stack)
+    assert wait_until(lambda: len(poll(slow_stack, session_id)["summaries"]) >= 1, timeout=30)
+    response = httpx.post(f"{slow_stack.api_url}/api/session/{session_id}/cancel", timeout=10)
+    assert response.status_code == 202, response.text
+    cancelled = response.json()
+    assert cancelled["status"] == "cancelled" and cancelled["bundles"] == []
+
+    assert wait_until(
+        lambda: all(r["status"] != "Running" for r in runs_of(slow_stack, session_id)),
+        timeout=30,
+    )
+    assert poll(slow_stack, session_id) == cancelled  # the run wrote nothing after
+    # It stopped at the next bundle: the last one was never asked of the model.
+    assert slow_model.served("bundle", 2) == 0
