@@ -96,3 +96,5 @@ def test_a_cancel_stops_the_run_at_its_next_write_and_nothing_is_written_after(
     assert poll(slow_stack, session_id) == cancelled  # the run wrote nothing after
     # It stopped at the next bundle: the last one was never asked of the model.
     assert slow_model.served("bundle", 2) == 0
+    # cancel_on matched the cancel event: Inngest cancelled the run (it did not fail).
+    assert [r["status"] for r in runs_of(slow_stack, session_id)] == ["Cancelled"]

@@ -28,7 +28,7 @@ from typing import Any
 import inngest
 from pydantic import BaseModel, ConfigDict, Field
 
-from tripkit.constants import EVENT_NAME, FUNCTION_ID, FUNCTION_NAME, RETRIES
+from tripkit.constants import CANCEL_EVENT_NAME, EVENT_NAME, FUNCTION_ID, FUNCTION_NAME, RETRIES
 from tripkit.errors import SessionNotFound
 from tripkit.llm import ModelClient, ModelError
 from tripkit.models import (
@@ -173,7 +173,9 @@ def create_functions(
     ``concurrency`` caps the generation steps executing at once, across all runs and
     worker processes: Inngest holds the rest in its queue (oldest run first), so a burst
     of requests becomes a queue of sessions that say ``queued``, not a pile of model
-    streams that starve the host and trip the model's rate limits.
+    streams that starve the host and trip the model's rate limits. A cancel event for
+    the run's session (``cancel_on``) has Inngest drop a queued run and stop a running
+    one at its next step boundary.
     """
 
     async def on_failure(ctx: inngest.Context) -> None:
@@ -197,6 +199,11 @@ def create_functions(
         retries=RETRIES,
         on_failure=on_failure,
         concurrency=[inngest.Concurrency(limit=concurrency)],
+        cancel=[
+            inngest.Cancel(
+                event=CANCEL_EVENT_NAME, if_exp="event.data.sessionId == async.data.sessionId"
+            )
+        ],
     )
     async def generate_bundles(ctx: inngest.Context) -> dict[str, Any]:
         session_id = BundlesRequested.model_validate(ctx.event.data).session_id
