@@ -159,7 +159,7 @@ class Generation:
 
     @property
     def writes(self) -> int:  # SETs other than the create and the run record
-        return self.stats.get("SET", 0) - 2
+        return self.stats.get("SET", 0) - 2  # each inside one EVAL, billed as one more
 
     @property
     def expected(self) -> dict[str, int]:
@@ -202,8 +202,8 @@ class Monitor:
         if name == "SET" and key.startswith(f"{self.prefix}:session:"):
             if parts[-3:-2] == ["NX"]:
                 return "create"
-            if parts[-3:-2] == ["XX"]:
-                return "write"
+            if parts[-3:-2] == ["XX"] or parts[-4:-2] == ["XX", "GET"]:
+                return "write"  # the SET inside the store's write script (EVAL)
         if name == "SET" and key.startswith(f"{self.prefix}:run:"):
             return "run record"
         if name == "GET" and key.startswith(f"{self.prefix}:session:"):
