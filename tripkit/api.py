@@ -497,7 +497,12 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     if model is not None:
         worker = Worker(store=store, model=model)
-        functions = create_functions(client, worker, concurrency=settings.generation_concurrency)
+        functions = create_functions(
+            client,
+            worker,
+            concurrency=settings.generation_concurrency,
+            deadline=settings.run_deadline,
+        )
         inngest.fast_api.serve(app, client, functions, serve_path=SERVE_PATH)
         for route in app.routes:
             if isinstance(route, APIRoute) and route.path == SERVE_PATH:

@@ -8,6 +8,14 @@ finished bundle is never generated again (Inngest memoizes each step's output):
    the session the moment the summary line is complete;
 3. ``finalize``: write the bundles and the final status, and the run record.
 
+Run controls are Inngest's own, so they work the same on Inngest Cloud: a concurrency
+limit (runs waiting for a slot keep their session ``queued``), ``cancel_on`` the cancel
+event of the same session (the API writes ``cancelled`` first; the run's writes are
+check-and-set, so nothing lands after it), and ``timeouts.finish``, the run's deadline.
+Inngest cancels a run past its deadline and emits ``inngest/function.cancelled``; the
+small function :data:`~tripkit.constants.STOPPED_FUNCTION_ID` then fails its session
+with the cause, so polling and push always end.
+
 Each step passes the session document it wrote to the next one, so every write is a
 single ``SET ... XX`` (see :mod:`tripkit.store`) and a retried step overwrites what its
 earlier attempt wrote. All side effects happen inside steps. If the run fails for good,
@@ -23,12 +31,22 @@ from __future__ import annotations
 import contextlib
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
+from datetime import datetime, timedelta
 from typing import Any
 
 import inngest
 from pydantic import BaseModel, ConfigDict, Field
 
-from tripkit.constants import CANCEL_EVENT_NAME, EVENT_NAME, FUNCTION_ID, FUNCTION_NAME, RETRIES
+from tripkit.constants import (
+    CANCEL_EVENT_NAME,
+    EVENT_NAME,
+    FUNCTION_CANCELLED_EVENT,
+    FUNCTION_ID,
+    FUNCTION_NAME,
+    FUNCTION_SLUG,
+    RETRIES,
+    STOPPED_FUNCTION_ID,
+)
 from tripkit.errors import SessionNotFound
 from tripkit.llm import ModelClient, ModelError
 from tripkit.models import (
@@ -56,6 +74,35 @@ class FunctionFailed(BaseModel):
     run_id: str | None = None
     error: dict[str, Any] = Field(default_factory=dict)
     event: dict[str, Any] = Field(default_factory=dict)
+
+
+class FunctionCancelled(BaseModel):
+    """The data of Inngest's ``inngest/function.cancelled`` event (the fields we read)."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    run_id: str | None = None
+    event: dict[str, Any] = Field(default_factory=dict)
+
+
+#: The session's ``error`` when Inngest cancelled the run for another reason than its
+#: deadline (the dashboard, the REST API, a bulk cancellation).
+CANCELLED_IN_INNGEST = "Generation cancelled in Inngest (the dashboard or its API)."
+#: Inngest counts the deadline from the run's start; the session's ``startedAt`` is
+#: written inside the first step, a moment later.
+DEADLINE_SLACK = timedelta(seconds=1)
+
+
+def deadline_error(deadline: int) -> str:
+    return f"Generation stopped: it passed its deadline of {deadline} s (TRIPKIT_RUN_DEADLINE)."
+
+
+def passed_deadline(started_at: datetime | None, now: datetime, deadline: int) -> bool:
+    """Whether a run Inngest cancelled had run for its whole deadline (a run that never
+    started was cancelled by someone, not timed out: only ``timeouts.finish`` is set)."""
+    if started_at is None:
+        return False
+    return now - started_at >= timedelta(seconds=deadline) - DEADLINE_SLACK
 
 
 def _wire(model: BaseModel) -> dict[str, Any]:
@@ -128,6 +175,34 @@ class Worker:
             ended.model_copy(update={"status": session.status, "error": session.error})
         )
 
+    async def stopped(self, session_id: str, run_id: str | None, deadline: int) -> None:
+        """Inngest cancelled the run: a cancel through the API finished the session
+        already; otherwise the deadline passed (the session fails with that cause) or
+        someone cancelled it in Inngest (the session says ``cancelled``)."""
+        try:
+            session = await self.store.get(session_id)
+            if not session.is_final:
+                if passed_deadline(session.started_at, utcnow(), deadline):
+                    session = await self.store.fail(session, deadline_error(deadline))
+                else:
+                    session, _ = await self.store.cancel(session_id, CANCELLED_IN_INNGEST)
+        except SessionNotFound:
+            return  # expired meanwhile: there is nothing left to mark
+        if session.status is Status.COMPLETED:
+            return  # finished before the cancel took effect; finalize wrote its record
+        ended = "cancelled_at" if session.status is Status.CANCELLED else "failed_at"
+        record = RunRecord(
+            session_id=session_id,
+            run_id=run_id,
+            status=session.status,
+            error=session.error,
+            queued_at=session.created_at,
+            started_at=session.started_at,
+            first_summary_at=session.first_summary_at,
+            **{ended: session.completed_at},
+        )
+        await self.store.put_run_record(record)
+
 
 @contextlib.asynccontextmanager
 async def _stop_when_hopeless() -> AsyncIterator[None]:
@@ -166,16 +241,17 @@ def run_record(
 
 
 def create_functions(
-    client: inngest.Inngest, worker: Worker, *, concurrency: int = 10
+    client: inngest.Inngest, worker: Worker, *, concurrency: int = 10, deadline: int = 1800
 ) -> list[inngest.Function[Any]]:
-    """The Inngest functions this app serves (one, plus its failure handler).
+    """The Inngest functions this app serves: the generation (with its failure handler)
+    and the one that marks a session whose run Inngest cancelled.
 
     ``concurrency`` caps the generation steps executing at once, across all runs and
     worker processes: Inngest holds the rest in its queue (oldest run first), so a burst
     of requests becomes a queue of sessions that say ``queued``, not a pile of model
     streams that starve the host and trip the model's rate limits. A cancel event for
     the run's session (``cancel_on``) has Inngest drop a queued run and stop a running
-    one at its next step boundary.
+    one at its next step boundary. ``deadline`` (seconds) is the run's ``timeouts.finish``.
     """
 
     async def on_failure(ctx: inngest.Context) -> None:
@@ -204,6 +280,7 @@ def create_functions(
                 event=CANCEL_EVENT_NAME, if_exp="event.data.sessionId == async.data.sessionId"
             )
         ],
+        timeouts=inngest.Timeouts(finish=timedelta(seconds=deadline)),
     )
     async def generate_bundles(ctx: inngest.Context) -> dict[str, Any]:
         session_id = BundlesRequested.model_validate(ctx.event.data).session_id
@@ -229,4 +306,18 @@ def create_functions(
             _wire(record),
         )
 
-    return [generate_bundles]
+    @client.create_function(
+        fn_id=STOPPED_FUNCTION_ID,
+        name="Mark a stopped generation",
+        trigger=inngest.TriggerEvent(
+            event=FUNCTION_CANCELLED_EVENT,
+            expression=f"event.data.function_id == '{FUNCTION_SLUG}'",
+        ),
+        retries=RETRIES,
+    )
+    async def mark_stopped(ctx: inngest.Context) -> None:
+        cancelled = FunctionCancelled.model_validate(ctx.event.data)
+        session_id = BundlesRequested.model_validate(cancelled.event.get("data")).session_id
+        await ctx.step.run("mark-stopped", worker.stopped, session_id, cancelled.run_id, deadline)
+
+    return [generate_bundles, mark_stopped]
