@@ -18,9 +18,9 @@ with the cause, so polling and push always end.
 
 Each step passes the session document it wrote to the next one, so every write is a
 single command (a check-and-set script, see :mod:`tripkit.store`) and a retried step
-overwrites what its earlier attempt wrote. All side effects happen inside steps. If the run fails for good,
-``on_failure`` marks the session failed with the cause, so polling always ends. What
-the steps return and the run record are typed in :mod:`tripkit.models`
+overwrites what its earlier attempt wrote. All side effects happen inside steps. If the
+run fails for good, ``on_failure`` marks the session failed with the cause, so polling
+always ends. What the steps return and the run record are typed in :mod:`tripkit.models`
 (:class:`~tripkit.models.PlanOutput`, :class:`~tripkit.models.BundleOutput`,
 :class:`~tripkit.models.RunRecord`); the names Inngest knows are in
 :mod:`tripkit.constants`.
