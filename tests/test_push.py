@@ -365,7 +365,7 @@ async def test_a_generation_followed_by_push_costs_at_most_26_redis_commands(
     # Writer: create 1, worker read 1, 7 writes x (EVAL + its SET + PUBLISH), run
     # record 1 = 24. Reader: SUBSCRIBE 1 + the replay's GET 1. Issue 9 aimed at 25; the
     # check-and-set writes that keep a cancelled session cancelled (issue 11) bill one
-    # more per write, so 26 until a write less per run (e.g. no separate "running").
+    # more per write: at most 26 until a write less per run (e.g. no separate "running").
     assert commands.get("PUBLISH") == 7, commands
     assert commands.get("EVAL") == 7, commands
     assert commands.get("SUBSCRIBE") == 1, commands
