@@ -185,7 +185,7 @@ class Generation:
 
     @property
     def writes(self) -> int:  # SETs other than the create and the run record
-        return self.stats.get("SET", 0) - 2
+        return self.stats.get("SET", 0) - 2  # each inside one EVAL, billed as one more
 
     #: The build announces each session write (a PUBLISH after the SET: push, issue 9).
     announces: bool = False
@@ -234,8 +234,8 @@ class Monitor:
         if name == "SET" and key.startswith(f"{self.prefix}:session:"):
             if parts[-3:-2] == ["NX"]:
                 return "create"
-            if parts[-3:-2] == ["XX"]:
-                return "write"
+            if parts[-3:-2] == ["XX"] or parts[-4:-2] == ["XX", "GET"]:
+                return "write"  # the SET inside the store's write script (EVAL)
         if name == "SET" and key.startswith(f"{self.prefix}:run:"):
             return "run record"
         if name == "GET" and key.startswith(f"{self.prefix}:session:"):

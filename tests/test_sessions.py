@@ -1,8 +1,10 @@
+from collections.abc import Callable
+
 import pytest
 
 from tripkit import sessions
 from tripkit.errors import StoreError
-from tripkit.models import Bundle, Preferences, Status, Summary
+from tripkit.models import Bundle, Preferences, Session, Status, Summary
 
 PREFS = Preferences(interests=["food"], trip_length_days=3, budget=900, bundle_count=3)
 SID = "0123456789abcdef0123456789abcdef"
@@ -49,3 +51,24 @@ def test_encode_decode_round_trip_and_corruption() -> None:
     assert b'"sessionId"' in raw and sessions.decode(raw) == s
     with pytest.raises(StoreError, match="corrupt"):
         sessions.decode(b'{"sessionId": 1}')
+
+
+def test_cancel_is_final_keeps_what_was_written_and_repeats() -> None:
+    running = sessions.add_summary(sessions.new(SID, PREFS), summary(0))
+    cancelled = sessions.cancel(running, "  Stopped by the user. ")
+    assert cancelled.status is Status.CANCELLED and cancelled.is_final
+    assert cancelled.error == "Stopped by the user." and cancelled.completed_at
+    assert [x.index for x in cancelled.summaries] == [0]
+    assert sessions.cancel(cancelled, "again") is cancelled
+    writes: list[Callable[[], Session]] = [
+        lambda: sessions.start(cancelled),
+        lambda: sessions.add_summary(cancelled, summary(1)),
+        lambda: sessions.complete(cancelled, [bundle(0)]),
+        lambda: sessions.fail(cancelled, "boom"),
+    ]
+    for write in writes:
+        with pytest.raises(sessions.SessionClosed, match="already cancelled"):
+            write()
+    done = sessions.complete(running, [bundle(0)])
+    with pytest.raises(sessions.SessionClosed, match="already completed"):
+        sessions.cancel(done, "too late")

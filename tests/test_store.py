@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
@@ -9,11 +10,19 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 import pytest
 import redis
 
-from tripkit import events, keys
+from tripkit import events, keys, sessions
 from tripkit.devstack.redis_server import EmbeddedRedis
 from tripkit.devstack.rest_gateway import BackgroundGateway
-from tripkit.errors import InvalidSessionId, RedisTimeout, RedisUnavailable, SessionNotFound
+from tripkit.devstack.testing import RedisCommandCounter
+from tripkit.errors import (
+    IdempotencyKeyReused,
+    InvalidSessionId,
+    RedisTimeout,
+    RedisUnavailable,
+    SessionNotFound,
+)
 from tripkit.models import Bundle, Preferences, RunRecord, Session, Status, Summary
+from tripkit.sessions import SessionClosed
 from tripkit.store import SessionStore
 from tripkit.transport import Transport
 from tripkit.transport.resp import RespTransport
@@ -120,21 +129,25 @@ async def test_each_operation_costs_one_command_and_each_write_one_publish(
     assert count(store) == {"GET": 1}
     store.transport.counter.reset()
     s = await store.mark_running(s)
-    assert count(store) == {"SET": 1, "PUBLISH": 1}
+    assert count(store) == {"EVAL": 1, "PUBLISH": 1}
     store.transport.counter.reset()
     s = await store.add_summary(s, summary(0))
-    assert count(store) == {"SET": 1, "PUBLISH": 1}
+    assert count(store) == {"EVAL": 1, "PUBLISH": 1}
     store.transport.counter.reset()
     s = await store.complete(s, [bundle(0)])
-    assert count(store) == {"SET": 1, "PUBLISH": 1}
+    assert count(store) == {"EVAL": 1, "PUBLISH": 1}
     other = await store.create(PREFS)
     store.transport.counter.reset()
     await store.fail(other, "boom")
-    assert count(store) == {"SET": 1, "PUBLISH": 1}
+    assert count(store) == {"EVAL": 1, "PUBLISH": 1}
     third = await store.create(PREFS)
     store.transport.counter.reset()
     await store.fail(third.session_id, "boom")  # an on_failure handler knows only the id
-    assert count(store) == {"GET": 1, "SET": 1, "PUBLISH": 1}
+    assert count(store) == {"GET": 1, "EVAL": 1, "PUBLISH": 1}
+    fourth = await store.create(PREFS)
+    store.transport.counter.reset()
+    await store.cancel(fourth.session_id, "stop")
+    assert count(store) == {"GET": 1, "EVAL": 1, "PUBLISH": 1}
 
 
 async def test_each_write_announces_what_it_added(store: SessionStore, redis_url: str) -> None:
@@ -164,8 +177,124 @@ async def test_each_write_announces_what_it_added(store: SessionStore, redis_url
     other = await store.create(PREFS)
     await store.fail(other.session_id, "boom")
     assert announced() == (other.session_id, [(1, "status"), (6, "failed")])
+    # A cancel announces its final event; a write it refuses announces nothing.
+    third = await store.mark_running(await store.create(PREFS))
+    assert announced()[1] == [(1, "status"), (2, "status")]
+    await store.cancel(third.session_id, "stop")
+    assert announced() == (third.session_id, [(1, "status"), (2, "status"), (6, "cancelled")])
+    with pytest.raises(SessionClosed):
+        await store.add_summary(third, summary(0))
     assert listener.get_message(timeout=0.2) is None
     listener.close()
+
+
+async def test_what_redis_bills_per_write_is_the_script_and_its_set(
+    store: SessionStore, redis_url: str
+) -> None:
+    s = await store.create(PREFS)
+    counter = RedisCommandCounter(redis_url)
+    try:
+        counter.reset()
+        s = await store.add_summary(await store.mark_running(s), summary(0))
+        assert counter.counts() == {"EVAL": 2, "SET": 2, "PUBLISH": 2}  # Upstash bills 6
+        await store.cancel(s.session_id, "stop")
+        counter.reset()
+        with pytest.raises(SessionClosed):
+            await store.add_summary(s, summary(1))
+        assert counter.counts() == {"EVAL": 1, "SET": 2}  # refused: swapped back, silent
+    finally:
+        counter.close()
+
+
+async def test_a_cancelled_session_refuses_every_later_write_of_the_run(
+    store: SessionStore, raw: redis.Redis
+) -> None:
+    s = await store.add_summary(await store.mark_running(await store.create(PREFS)), summary(0))
+    cancelled, changed = await store.cancel(s.session_id, "Stopped by the user.")
+    assert changed and cancelled.status is Status.CANCELLED
+    assert cancelled.error == "Stopped by the user." and cancelled.completed_at
+    stored = raw.get(store.key(s.session_id))
+
+    writes: list[Callable[[], Awaitable[Session]]] = [
+        lambda: store.add_summary(s, summary(1)),
+        lambda: store.mark_running(s),
+        lambda: store.complete(s, [bundle(0)]),
+    ]
+    for write in writes:
+        with pytest.raises(SessionClosed) as closed:
+            await write()
+        assert closed.value.session.status is Status.CANCELLED
+    assert await store.fail(s.session_id, "boom") == cancelled  # kept, not overwritten
+    assert raw.get(store.key(s.session_id)) == stored
+    assert 0 < raw.ttl(store.key(s.session_id)) <= TTL
+
+    again, changed = await store.cancel(s.session_id, "twice")
+    assert not changed and again == cancelled
+
+
+async def test_a_finished_session_is_not_cancelled(store: SessionStore) -> None:
+    done = await store.complete(await store.create(PREFS), [bundle(0)])
+    same, changed = await store.cancel(done.session_id, "too late")
+    assert not changed and same == done
+    failed = await store.fail((await store.create(PREFS)).session_id, "model said no")
+    same, changed = await store.cancel(failed.session_id, "too late")
+    assert not changed and same.status is Status.FAILED
+    with pytest.raises(SessionNotFound):
+        await store.cancel(keys.new_session_id(), "nothing there")
+
+
+async def test_a_retried_final_write_repeats_but_never_changes_the_final_status(
+    store: SessionStore,
+) -> None:
+    s = await store.mark_running(await store.create(PREFS))
+    await store.complete(s, [bundle(0)])
+    again = await store.complete(s, [bundle(0)])  # the finalize step, retried
+    assert (await store.get(s.session_id)) == again
+    with pytest.raises(SessionClosed):
+        await store.add_summary(s, summary(1))
+    assert (await store.get(s.session_id)).status is Status.COMPLETED
+
+
+async def test_a_cancel_keeps_a_summary_written_after_it_read_the_session(
+    store: SessionStore, raw: redis.Redis
+) -> None:
+    s = await store.mark_running(await store.create(PREFS))
+    read = raw.get(store.key(s.session_id))
+    assert isinstance(read, bytes)
+    s = await store.add_summary(s, summary(0))  # the run writes between read and write
+    stale = sessions.cancel(sessions.decode(read), "late")
+    kept = await store._write(stale, expected=read)
+    assert kept is not None and sessions.decode(kept) == s  # refused: it changed
+    cancelled, changed = await store.cancel(s.session_id, "stop")
+    assert changed and [x.index for x in cancelled.summaries] == [0]
+
+
+async def test_idempotency_key_gives_one_session_per_key(
+    store: SessionStore, raw: redis.Redis
+) -> None:
+    first, created = await store.create_once(PREFS, "click-1")
+    assert created and first.status is Status.QUEUED
+    store.transport.counter.reset()
+    again, created = await store.create_once(PREFS, "click-1")
+    assert not created and again == first
+    assert count(store) == {"EVAL": 1, "GET": 1}
+    other, created = await store.create_once(PREFS, "click-2")
+    assert created and other.session_id != first.session_id
+    with pytest.raises(IdempotencyKeyReused, match=first.session_id):
+        await store.create_once(PREFS.model_copy(update={"budget": 10.0}), "click-1")
+    idem = keys.idempotency_key(store.prefix, "click-1")
+    assert 0 < raw.ttl(idem) <= TTL
+    assert len(list(raw.scan_iter(match=keys.pattern(store.prefix)))) == 4  # 2 + 2 keys
+
+
+async def test_a_burst_with_one_idempotency_key_creates_one_session(
+    store: SessionStore, raw: redis.Redis
+) -> None:
+    results = await asyncio.gather(*(store.create_once(PREFS, "burst") for _ in range(10)))
+    assert len({s.session_id for s, _ in results}) == 1
+    assert sum(created for _, created in results) == 1
+    found = list(raw.scan_iter(match=f"{store.prefix}:session:*"))
+    assert len(found) == 1
 
 
 async def test_a_write_never_resurrects_a_session(store: SessionStore, raw: redis.Redis) -> None:

@@ -120,8 +120,8 @@ async def test_inngest_reachable_queues_one_run_per_session(
     # the run it starts can then find the session and complete it.
     client = client_for(tmp_path, stack.inngest_url)
     async with SessionStore(RestTransport(stack.rest_url, stack.rest_token), prefix="tripkit") as s:
-        session = await request_bundles(PREFS, store=s, client=client)
-        assert session.status == Status.QUEUED
+        session, created = await request_bundles(PREFS, store=s, client=client)
+        assert created and session.status == Status.QUEUED
         assert (await s.get(session.session_id)).session_id == session.session_id
 
     runs = runs_of(stack, session.session_id)

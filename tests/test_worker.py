@@ -10,23 +10,31 @@ import uuid
 from collections import Counter
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
-from datetime import datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import httpx
+import inngest
 import pytest
 import redis
 from helpers import ModelControl, wait_final, wait_until
 
 from tripkit import keys
-from tripkit.constants import DEFAULT_KEY_PREFIX, FUNCTION_SLUG
+from tripkit.constants import CANCEL_EVENT_NAME, DEFAULT_KEY_PREFIX, FUNCTION_SLUG
 from tripkit.devstack.stack import LocalStack, StackConfig
 from tripkit.devstack.testing import RedisCommandCounter
 from tripkit.devstack.trip_planner import make_bundle, plan
+from tripkit.llm import ModelClient
 from tripkit.models import BundleOutput, Preferences, RunRecord, TokenUsage, utcnow
 from tripkit.store import SessionStore
 from tripkit.transport.resp import RespTransport
-from tripkit.worker import BundleJob, Worker
+from tripkit.worker import (
+    BundleJob,
+    Worker,
+    create_functions,
+    deadline_error,
+    passed_deadline,
+)
 
 PREFS: dict[str, Any] = {
     "interests": ["food", "museums"],
@@ -346,3 +354,41 @@ async def test_a_run_an_older_tripkit_started_is_completed_by_its_finalize_step(
         assert (record.status, record.steps, record.run_id) == ("completed", 2, "01OLDRUN")
     finally:
         await store.aclose()
+
+
+def test_the_function_declares_its_run_controls_to_inngest() -> None:
+    client = inngest.Inngest(app_id="special-trips", is_production=False)
+
+    def no_model() -> ModelClient:
+        raise AssertionError("building the config calls no model")
+
+    worker = Worker(store=SessionStore(RespTransport("redis://127.0.0.1:1")), model=no_model)
+    generate, stopped = create_functions(client, worker, concurrency=3, deadline=900)
+    config = generate.get_config("http://app/api/inngest").main.model_dump(
+        mode="json", by_alias=True, exclude_none=True
+    )
+    assert config["concurrency"] == [{"limit": 3}]
+    assert config["cancel"] == [
+        {"event": CANCEL_EVENT_NAME, "if": "event.data.sessionId == async.data.sessionId"}
+    ]
+    assert config["timeouts"] == {"finish": "15m"}
+    handler = stopped.get_config("http://app/api/inngest").main.model_dump(
+        mode="json", by_alias=True, exclude_none=True
+    )
+    assert handler["triggers"] == [
+        {
+            "event": "inngest/function.cancelled",
+            "expression": f"event.data.function_id == '{FUNCTION_SLUG}'",
+        }
+    ]
+
+
+def test_a_cancelled_run_is_told_apart_by_how_long_it_ran() -> None:
+    start = datetime(2026, 12, 1, 12, 0, tzinfo=UTC)
+    assert passed_deadline(start, start + timedelta(seconds=600), 600)
+    assert passed_deadline(start, start + timedelta(seconds=599.5), 600)  # within the slack
+    assert not passed_deadline(start, start + timedelta(seconds=30), 600)
+    assert not passed_deadline(None, start, 600)  # never started: cancelled while queued
+    assert deadline_error(600) == (
+        "Generation stopped: it passed its deadline of 600 s (TRIPKIT_RUN_DEADLINE)."
+    )

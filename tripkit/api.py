@@ -1,11 +1,13 @@
 """The HTTP API, as the original app exposes it, plus the Inngest serve endpoint.
 
-- ``POST /api/generate-bundles`` -> 202 ``{sessionId, status, pollUrl}``
+- ``POST /api/generate-bundles`` -> 202 ``{sessionId, status, pollUrl}``; with an
+  ``Idempotency-Key`` header, a repeat gets the first request's session
 - ``GET /api/session/{id}`` -> 200 the session (with an ``ETag``: a poll that sends it back
   as ``If-None-Match`` gets 304 while nothing changed), 404 ``{"error": "Session not found"}``
 - ``GET /api/session/{id}/events`` -> the session's events as server-sent events: the
   history the client has not seen (``Last-Event-ID``), then live ones, until the final
   one; 204 to a client that already has it (see :mod:`tripkit.push`)
+- ``POST /api/session/{id}/cancel`` -> 202 the session, now ``cancelled``
 - ``/api/inngest`` -> the Inngest SDK's serve handler (signed in production)
 - ``GET /healthz`` -> Redis and Inngest reachability
 
@@ -48,6 +50,7 @@ from tripkit.config import Settings, load_settings
 from tripkit.constants import SERVE_PATH
 from tripkit.errors import (
     ConfigError,
+    IdempotencyKeyReused,
     InvalidSessionId,
     RedisBusy,
     SessionNotFound,
@@ -56,9 +59,15 @@ from tripkit.errors import (
 )
 from tripkit.gate import Gate
 from tripkit.llm import ModelAuthError, ModelClient
-from tripkit.models import Preferences, Session, WireModel
+from tripkit.models import Preferences, Session, Status, WireModel
 from tripkit.store import SessionStore
-from tripkit.trigger import EventSender, TriggerError, inngest_client, request_bundles
+from tripkit.trigger import (
+    EventSender,
+    TriggerError,
+    cancel_bundles,
+    inngest_client,
+    request_bundles,
+)
 from tripkit.worker import Worker, create_functions
 
 log = logging.getLogger("tripkit.api")
@@ -101,6 +110,7 @@ class ErrorBody(BaseModel):
     hint: str | None = None
     problems: list[Problem] | None = None  # 422: one per invalid field
     limit: int | None = None  # 413: the largest body accepted, in bytes
+    status: str | None = None  # 409: the status the session had finished with
 
 
 Responses = dict[int | str, dict[str, Any]]
@@ -110,15 +120,38 @@ def _errors(*statuses: int, also: Responses | None = None) -> Responses:
     """OpenAPI ``responses`` for these error statuses, each with the error body's model,
     plus ``also`` (the other answers a route gives beside its success)."""
     described = {
-        400: "Malformed request: a session id tripkit never issues, or a body that is not JSON",
+        400: "Malformed request: a session id tripkit never issues, a body that is not JSON, "
+        "or a malformed Idempotency-Key",
         404: "No such session (unknown, or expired after its TTL)",
+        409: "The session had finished already (completed or failed): `status` says how",
         413: "Request body too large",
-        422: "Invalid fields; each one is listed in `problems`",
+        422: "Invalid fields, each one listed in `problems`; or an Idempotency-Key reused "
+        "with other preferences",
         500: "Internal error (logged by the server)",
         503: "Redis or Inngest unavailable; retry after `Retry-After` seconds when given",
     }
     errors: Responses = {s: {"model": ErrorBody, "description": described[s]} for s in statuses}
     return (also or {}) | errors
+
+
+class BadIdempotencyKey(TripkitError):
+    remedy = (
+        "Send at most one Idempotency-Key: 1 to 255 printable ASCII characters, "
+        "e.g. a fresh UUID per generation."
+    )
+
+
+#: The IETF draft (httpapi-idempotency-key-header) leaves the key's format to the
+#: server; a UUID fits, and a cap keeps the header from being a place to store data.
+MAX_IDEMPOTENCY_KEY = 255
+
+
+def _idempotency_key(value: str | None) -> str | None:
+    if value is None:
+        return None
+    if not 1 <= len(value) <= MAX_IDEMPOTENCY_KEY or not value.isascii() or not value.isprintable():
+        raise BadIdempotencyKey("Malformed Idempotency-Key header.")
+    return value
 
 
 def error_body(error: str, hint: str | None = None, **extra: Any) -> dict[str, Any]:
@@ -314,14 +347,41 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         @app.post(
             "/api/generate-bundles",
             status_code=202,
-            responses=_errors(400, 413, 422, 500, 503),
+            responses={
+                202: {
+                    "model": Accepted,
+                    "description": "Queued (or, for a repeated "
+                    "Idempotency-Key, the first request's session)",
+                },
+                **_errors(400, 413, 422, 500, 503),
+            },
         )
-        async def generate_bundles(preferences: Preferences) -> Accepted:
-            session = await request_bundles(preferences, store=store, client=client, sender=sender)
-            return Accepted(
+        async def generate_bundles(
+            preferences: Preferences,
+            idempotency_key: str | None = Header(
+                default=None,
+                description="Any unique text (a UUID) per generation: a repeat of the "
+                "request with the same key and preferences, within the session TTL, gets "
+                "the first request's session (with Idempotent-Replayed: true) and starts "
+                "no second run; other preferences with the same key are a 422.",
+            ),
+        ) -> JSONResponse:
+            session, created = await request_bundles(
+                preferences,
+                store=store,
+                client=client,
+                sender=sender,
+                idempotency_key=_idempotency_key(idempotency_key),
+            )
+            accepted = Accepted(
                 session_id=session.session_id,
                 status=session.status.value,
                 poll_url=f"/api/session/{session.session_id}",
+            )
+            return JSONResponse(
+                accepted.model_dump(mode="json", by_alias=True),
+                status_code=202,
+                headers=None if created else {"Idempotent-Replayed": "true"},
             )
 
         async def poll(session_id: str, if_none_match: str | None) -> Response:
@@ -381,6 +441,35 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                 return Response(status_code=204)
             return PushResponse(stream, keepalive=settings.push_keepalive)
 
+        @app.post(
+            "/api/session/{session_id}/cancel",
+            status_code=202,
+            responses={
+                200: {"model": Session, "description": "It was cancelled already"},
+                202: {
+                    "model": Session,
+                    "description": "Cancelled: the run stops at its "
+                    "next step boundary and writes nothing more",
+                },
+                **_errors(400, 404, 409, 413, 500, 503),
+            },
+        )
+        async def cancel_session(session_id: str) -> JSONResponse:
+            session, cancelled = await cancel_bundles(
+                session_id, store=store, client=client, sender=sender
+            )
+            body = session.model_dump(mode="json", by_alias=True)
+            if cancelled or session.status is Status.CANCELLED:
+                return JSONResponse(body, status_code=202 if cancelled else 200)
+            return JSONResponse(
+                error_body(
+                    f"Session already {session.status.value}",
+                    "A finished generation cannot be cancelled.",
+                    status=session.status.value,
+                ),
+                status_code=409,
+            )
+
     @app.get(
         "/healthz",
         responses=_errors(
@@ -408,7 +497,12 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     if model is not None:
         worker = Worker(store=store, model=model)
-        functions = create_functions(client, worker, concurrency=settings.generation_concurrency)
+        functions = create_functions(
+            client,
+            worker,
+            concurrency=settings.generation_concurrency,
+            deadline=settings.run_deadline,
+        )
         inngest.fast_api.serve(app, client, functions, serve_path=SERVE_PATH)
         for route in app.routes:
             if isinstance(route, APIRoute) and route.path == SERVE_PATH:
@@ -454,6 +548,17 @@ def _error_handlers(app: FastAPI) -> None:
     async def bad_event_id(_: Request, exc: events.InvalidEventId) -> JSONResponse:
         return JSONResponse(
             error_body("Invalid Last-Event-ID", f"{exc.message} {exc.remedy}"), status_code=400
+        )
+
+    @app.exception_handler(BadIdempotencyKey)
+    async def bad_key(_: Request, exc: BadIdempotencyKey) -> JSONResponse:
+        return JSONResponse(error_body(exc.message, exc.remedy), status_code=400)
+
+    @app.exception_handler(IdempotencyKeyReused)
+    async def key_reused(_: Request, exc: IdempotencyKeyReused) -> JSONResponse:
+        return JSONResponse(
+            error_body("Idempotency-Key reused with other preferences", str(exc)),
+            status_code=422,
         )
 
     @app.exception_handler(SessionNotFound)

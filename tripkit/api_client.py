@@ -1,4 +1,5 @@
-"""A client for tripkit's HTTP API: request bundles, then follow the session to its end.
+"""A client for tripkit's HTTP API: request bundles, follow the session to its end,
+cancel it.
 
 Two ways to follow: :meth:`ApiClient.watch` polls, as the original app's browser code
 does (every 2 s until completed: one Redis command per poll); :meth:`ApiClient.follow`
@@ -80,14 +81,26 @@ class ApiClient:
             ) from None
         return await self._json(response)
 
-    async def request_bundles(self, preferences: Preferences) -> str:
-        """``POST /api/generate-bundles``; returns the session id."""
+    async def request_bundles(
+        self, preferences: Preferences, *, idempotency_key: str | None = None
+    ) -> str:
+        """``POST /api/generate-bundles``; returns the session id. With an
+        ``idempotency_key`` (e.g. ``str(uuid.uuid4())`` made once per click), sending the
+        request again, after a timeout say, returns the same session and starts no
+        second run."""
         body = await self._call(
             "POST",
             "/api/generate-bundles",
             json=preferences.model_dump(mode="json", by_alias=True, exclude_none=True),
+            headers={"Idempotency-Key": idempotency_key} if idempotency_key else None,
         )
         return str(body["sessionId"])
+
+    async def cancel(self, session_id: str) -> Session:
+        """``POST /api/session/{id}/cancel``: the session, ``cancelled`` (also when it
+        was already). Raises :class:`SessionNotFound` for an unknown or expired id and
+        :class:`ApiError` (status 409) when the generation had finished already."""
+        return Session.model_validate(await self._call("POST", f"/api/session/{session_id}/cancel"))
 
     async def session(self, session_id: str) -> Session:
         """``GET /api/session/{id}``: one poll."""

@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import os
 import sys
 from collections.abc import Callable, Sequence
 
@@ -36,6 +37,21 @@ async def _session(args: argparse.Namespace) -> int:
     settings = load_settings(args.env_dir)
     async with SessionStore.from_settings(settings) as store:
         session = await store.get(args.session_id)
+    print(json.dumps(session.model_dump(mode="json", by_alias=True), indent=2))
+    return 0
+
+
+async def _cancel(args: argparse.Namespace) -> int:
+    from tripkit.api_client import ApiClient
+
+    api_url = args.api_url or os.environ.get("TRIPKIT_API_URL")
+    if not api_url:
+        raise TripkitError(
+            "No API to send the cancel to.",
+            remedy="Pass --api-url http://127.0.0.1:8000 (or set TRIPKIT_API_URL).",
+        )
+    async with ApiClient(api_url, timeout=args.timeout) as api:
+        session = await api.cancel(args.session_id)
     print(json.dumps(session.model_dump(mode="json", by_alias=True), indent=2))
     return 0
 
@@ -196,6 +212,15 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("session", help="print one session as the API would serve it")
     p.add_argument("session_id")
     p.set_defaults(func=_session)
+
+    p = sub.add_parser(
+        "cancel",
+        help="stop a generation (POST /api/session/{id}/cancel); print the cancelled session",
+    )
+    p.add_argument("session_id")
+    p.add_argument("--api-url", default=None, help="the app's URL (default: TRIPKIT_API_URL)")
+    p.add_argument("--timeout", type=float, default=10.0, help="seconds to wait (default 10)")
+    p.set_defaults(func=_cancel)
 
     p = sub.add_parser("check", help="verify every step of the setup guide; exit 1 on a failure")
     p.add_argument("--json", action="store_true", help="print results and diagnoses as JSON")

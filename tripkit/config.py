@@ -77,6 +77,7 @@ class Settings(BaseSettings):
     generation_concurrency: int = Field(
         default=10, ge=1, le=1000, alias="TRIPKIT_GENERATION_CONCURRENCY"
     )
+    run_deadline: int = Field(default=1800, ge=1, le=7 * 24 * 3600, alias="TRIPKIT_RUN_DEADLINE")
     redis_transport: TransportName = Field(default="auto", alias="TRIPKIT_REDIS_TRANSPORT")
     redis_timeout: float = Field(default=5.0, gt=0, le=120, alias="TRIPKIT_REDIS_TIMEOUT")
     redis_max_connections: int = Field(
@@ -189,6 +190,7 @@ class Settings(BaseSettings):
             "TRIPKIT_OPENAI_MODEL": self.openai_model,
             "TRIPKIT_ROLE": self.role,
             "TRIPKIT_GENERATION_CONCURRENCY": str(self.generation_concurrency),
+            "TRIPKIT_RUN_DEADLINE": str(self.run_deadline),
             "TRIPKIT_REDIS_TRANSPORT": self.redis_transport,
             "TRIPKIT_REDIS_TIMEOUT": str(self.redis_timeout),
             "TRIPKIT_REDIS_MAX_CONNECTIONS": str(self.redis_max_connections),

@@ -19,6 +19,12 @@ FUNCTION_NAME: Final = "Generate Trip Bundles"
 FUNCTION_SLUG: Final = f"{APP_ID}-{FUNCTION_ID}"
 #: The event that starts a generation.
 EVENT_NAME: Final = "trips/bundles.requested"
+#: The event that asks Inngest to cancel a generation's run (``data.sessionId``).
+CANCEL_EVENT_NAME: Final = "trips/bundles.cancel-requested"
+#: The function that marks a session whose run Inngest cancelled (its deadline passed).
+STOPPED_FUNCTION_ID: Final = "generate-bundles-stopped"
+#: Inngest's system event for a cancelled run (cancel_on, timeouts, the API, the dashboard).
+FUNCTION_CANCELLED_EVENT: Final = "inngest/function.cancelled"
 #: Where the app serves the Inngest SDK's endpoint (the guide's route).
 SERVE_PATH: Final = "/api/inngest"
 #: Retries per step after the first attempt (Inngest's default is 4, so 5 attempts).

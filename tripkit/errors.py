@@ -44,6 +44,15 @@ class SessionNotFound(TripkitError, LookupError):
     )
 
 
+class IdempotencyKeyReused(TripkitError):
+    """An ``Idempotency-Key`` came back with a different request body."""
+
+    remedy = (
+        "Send a new Idempotency-Key (a fresh UUID) for every new generation; reuse a key "
+        "only to repeat the very same request."
+    )
+
+
 class StoreError(TripkitError):
     """Redis could not carry out a command."""
 

@@ -6,6 +6,7 @@ Session ids are validated here, before they can become part of a key: a malforme
 
 from __future__ import annotations
 
+import hashlib
 import re
 import secrets
 
@@ -43,6 +44,13 @@ def events_channel(prefix: str) -> str:
     """The one pub/sub channel every session write is announced on (see
     :mod:`tripkit.push` for why one channel for all sessions, not one per session)."""
     return f"{prefix}:events"
+
+
+def idempotency_key(prefix: str, key: str) -> str:
+    """Which session an ``Idempotency-Key`` request header started. The client's key is
+    hashed: any printable text of any length becomes a short, safe key name."""
+    digest = hashlib.sha256(key.encode("utf-8")).hexdigest()
+    return f"{prefix}:idempotency:{digest}"
 
 
 def pattern(prefix: str) -> str:

@@ -8,6 +8,7 @@ camelCase (``sessionId``); in Python they are snake_case.
 
 from __future__ import annotations
 
+import hashlib
 import re
 from datetime import UTC, date, datetime
 from enum import StrEnum
@@ -35,15 +36,16 @@ Pace = Literal["relaxed", "balanced", "packed"]
 
 
 class Status(StrEnum):
-    """The four states of a session; ``completed`` and ``failed`` are final."""
+    """The states of a session; ``completed``, ``failed`` and ``cancelled`` are final."""
 
     QUEUED = "queued"
     RUNNING = "running"
     COMPLETED = "completed"
     FAILED = "failed"
+    CANCELLED = "cancelled"
 
 
-FINAL_STATUSES = frozenset({Status.COMPLETED, Status.FAILED})
+FINAL_STATUSES = frozenset({Status.COMPLETED, Status.FAILED, Status.CANCELLED})
 
 _CURRENCY = re.compile(r"^[A-Z]{3}$")
 
@@ -171,6 +173,21 @@ class Session(WireModel):
         return self.status in FINAL_STATUSES
 
 
+class IdempotencyRecord(WireModel):
+    """What Redis holds under an ``Idempotency-Key``: the session that key started and a
+    fingerprint of the preferences it was started with (a repeat must match them)."""
+
+    session_id: str
+    fingerprint: str
+
+    @classmethod
+    def of(cls, session_id: str, preferences: Preferences) -> IdempotencyRecord:
+        # The validated preferences, so key order, spacing and spelled-out defaults in
+        # the request body do not make the same request look different.
+        canonical = preferences.model_dump_json(by_alias=True).encode()
+        return cls(session_id=session_id, fingerprint=hashlib.sha256(canonical).hexdigest())
+
+
 # --- the generation run: its event, its steps' outputs, its record -----------------------
 
 
@@ -247,6 +264,7 @@ class RunRecord(WireModel):
     summary_at: list[AwareDatetime] = Field(default_factory=list)
     completed_at: AwareDatetime | None = None
     failed_at: AwareDatetime | None = None
+    cancelled_at: AwareDatetime | None = None
     attempts: dict[str, int] = Field(default_factory=dict)
     bundles: int | None = None
     steps: int | None = None

@@ -19,9 +19,13 @@ MAX_ERROR_CHARS = 2000
 
 
 class SessionClosed(TripkitError):
-    """A write tried to move a completed or failed session somewhere else."""
+    """A write tried to move a completed, failed or cancelled session somewhere else."""
 
     remedy = "A finished session is never reopened; start a new generation instead."
+
+    def __init__(self, session: Session) -> None:
+        super().__init__(f"Session {session.session_id} is already {session.status.value}.")
+        self.session = session
 
 
 def new(session_id: str, preferences: Preferences, now: datetime | None = None) -> Session:
@@ -37,7 +41,7 @@ def new(session_id: str, preferences: Preferences, now: datetime | None = None) 
 
 def _guard(session: Session, target: Status) -> None:
     if session.is_final and session.status != target:
-        raise SessionClosed(f"Session {session.session_id} is already {session.status.value}.")
+        raise SessionClosed(session)
 
 
 def start(session: Session, now: datetime | None = None) -> Session:
@@ -100,6 +104,22 @@ def fail(session: Session, error: str, now: datetime | None = None) -> Session:
             "status": Status.FAILED,
             "error": message[:MAX_ERROR_CHARS],
             "completed_at": session.completed_at or now,
+            "updated_at": now,
+        }
+    )
+
+
+def cancel(session: Session, reason: str, now: datetime | None = None) -> Session:
+    """Stopped on request before it finished: what it wrote so far stays readable."""
+    _guard(session, Status.CANCELLED)
+    if session.status is Status.CANCELLED:
+        return session
+    now = now or utcnow()
+    return session.model_copy(
+        update={
+            "status": Status.CANCELLED,
+            "error": reason.strip()[:MAX_ERROR_CHARS] or None,
+            "completed_at": now,
             "updated_at": now,
         }
     )

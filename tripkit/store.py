@@ -1,27 +1,32 @@
 """The session store: each operation is one Redis command.
 
 Layout: one string key per session (see :mod:`tripkit.keys`) holding the whole session
-as JSON. That choice is what makes every operation a single command, which Upstash
-bills as one:
+as JSON. That choice is what makes every operation a single command:
 
 - ``create``: ``SET key doc NX EX ttl``  (never overwrites an existing id)
 - ``get`` (a poll): ``GET key``
-- each write: ``SET key doc XX EX ttl``  (only if the session still exists, so an
-  expired or unknown session is never resurrected; the TTL is refreshed on every write),
-  then ``PUBLISH`` of the events it added (see :mod:`tripkit.events`) on the one
-  channel push clients follow (:mod:`tripkit.push`): 2 commands
+- each write: one ``EVAL`` of :data:`WRITE_UNLESS_FINAL`, which swaps the document in
+  with ``SET key doc XX GET EX ttl`` and puts the old one back if it was final
+  (completed, failed or cancelled) with another status. So an expired or unknown
+  session is never resurrected, the TTL is refreshed on every write, and a run that is
+  still streaming when its session is cancelled can never overwrite the ``cancelled``
+  status. Then ``PUBLISH`` of the events the write added (see :mod:`tripkit.events`) on
+  the one channel push clients follow (:mod:`tripkit.push`). Upstash bills a script as 1
+  plus each ``redis.call`` inside it: 3 per write with its ``PUBLISH``; a refused write
+  costs 3 and publishes nothing. (WATCH/MULTI, the other way to check and set, does not
+  exist over REST.)
 
 Writes replace the document the writer computed from the session it last saw, so a
 session has one writer at a time: the generation run (its steps run one after the
-other). Retried writes are idempotent because the transitions in
-:mod:`tripkit.sessions` are: writing summary #3 twice leaves one summary #3.
-The worker's run record (timings, attempts, tokens) is one more key per session,
-written once per run with ``SET ... EX ttl``, so it expires with the session.
+other). The one other writer, a cancel, passes the document it read and the script
+refuses if anything changed meanwhile (then it reads again). Retried writes are
+idempotent because the transitions in :mod:`tripkit.sessions` are: writing summary #3
+twice leaves one summary #3. The worker's run record (timings, attempts, tokens) is one
+more key per session, written once per run with ``SET ... EX ttl``, so it expires with
+the session. A request with an ``Idempotency-Key`` creates its session and the key's
+record in one script (:data:`CREATE_ONCE`), so a burst of repeats finds one session.
 
-A Lua script could check-and-modify in one round trip, but Upstash bills a script as
-one command plus each ``redis.call`` inside it, so it would cost 3 per write.
-
-The ``PUBLISH`` follows the ``SET`` (not in one pipeline): an expired session announces
+The ``PUBLISH`` follows the write (not in one pipeline): an expired session announces
 nothing, and a failed ``PUBLISH`` fails the write, so the step that wrote is retried and
 announces again; push clients drop the events they already have, by id.
 """
@@ -34,9 +39,52 @@ from pydantic import ValidationError
 
 from tripkit import events, keys, sessions
 from tripkit.config import Settings
-from tripkit.errors import SessionNotFound, StoreError
-from tripkit.models import Bundle, Preferences, RunRecord, Session, Status, Summary
+from tripkit.errors import IdempotencyKeyReused, SessionNotFound, StoreError
+from tripkit.models import (
+    FINAL_STATUSES,
+    Bundle,
+    IdempotencyRecord,
+    Preferences,
+    RunRecord,
+    Session,
+    Summary,
+)
+from tripkit.sessions import SessionClosed
 from tripkit.transport import Transport, connect
+
+#: KEYS[1] the session; ARGV[1] the new document, ARGV[2] the TTL, ARGV[3] the document
+#: the writer read ("" for any), ARGV[4..] the final statuses. A final document is kept
+#: unless the new one has the same status (a retried step repeats its write). Replies 1
+#: when written, nil when the session does not exist, else the document it kept. Only
+#: a session's own ``"status":"..."`` matches: quotes inside string values are escaped.
+WRITE_UNLESS_FINAL = """
+local old = redis.call('SET', KEYS[1], ARGV[1], 'XX', 'GET', 'EX', ARGV[2])
+if not old then return nil end
+local keep = ARGV[3] ~= '' and old ~= ARGV[3]
+local was = string.match(old, '"status":"(%a+)"')
+if was ~= string.match(ARGV[1], '"status":"(%a+)"') then
+  for i = 4, #ARGV do
+    if was == ARGV[i] then keep = true end
+  end
+end
+if keep then
+  redis.call('SET', KEYS[1], old, 'KEEPTTL')
+  return old
+end
+return 1
+"""
+
+#: KEYS[1] the idempotency key, KEYS[2] the new session; ARGV[1] the key's record,
+#: ARGV[2] the session, ARGV[3] the TTL. Replies nil when it created both, else the
+#: record stored under the key (its session was created with it, by an earlier call).
+CREATE_ONCE = """
+if redis.call('SET', KEYS[1], ARGV[1], 'NX', 'EX', ARGV[3]) then
+  redis.call('SET', KEYS[2], ARGV[2], 'NX', 'EX', ARGV[3])
+  return nil
+end
+return redis.call('GET', KEYS[1])
+"""
+_FINAL = sorted(status.value for status in FINAL_STATUSES)
 
 
 class SessionStore:
@@ -73,6 +121,42 @@ class SessionStore:
             raise StoreError("A session id collided with an existing one; please retry.")
         return session
 
+    async def create_once(self, preferences: Preferences, key: str) -> tuple[Session, bool]:
+        """The session an ``Idempotency-Key`` names: a new one (``True``) the first time,
+        the same one (``False``) for every repeat with the same preferences, for ``ttl``
+        seconds. A repeat with other preferences raises :class:`IdempotencyKeyReused`.
+        One ``EVAL`` (3 billed commands), plus a ``GET`` of the session for a repeat."""
+        session = sessions.new(keys.new_session_id(), preferences)
+        record = IdempotencyRecord.of(session.session_id, preferences)
+        reply = await self.transport.execute(
+            "EVAL",
+            CREATE_ONCE,
+            2,
+            keys.idempotency_key(self.prefix, key),
+            self.key(session.session_id),
+            record.model_dump_json(by_alias=True),
+            sessions.encode(session),
+            self.ttl,
+        )
+        if reply is None:
+            return session, True
+        if not isinstance(reply, bytes):
+            raise StoreError("The idempotency script returned an unexpected reply.")
+        try:
+            first = IdempotencyRecord.model_validate_json(reply)
+        except ValidationError:
+            raise StoreError(
+                "An idempotency record in Redis is corrupt.",
+                remedy="Check that nothing else writes under the tripkit: key prefix "
+                "(TRIPKIT_KEY_PREFIX).",
+            ) from None
+        if first.fingerprint != record.fingerprint:
+            raise IdempotencyKeyReused(
+                "This Idempotency-Key was already used with different preferences "
+                f"(for session {first.session_id})."
+            )
+        return await self.get(first.session_id), False
+
     async def get(self, session_id: str) -> Session:
         """The session as last written; raises :class:`SessionNotFound`."""
         return sessions.decode(await self.get_raw(session_id))
@@ -87,17 +171,21 @@ class SessionStore:
             raise StoreError("GET returned a non-string reply.")
         return raw
 
-    async def _replace(self, session: Session, previous: Session | None = None) -> Session:
-        """Write ``session`` over ``previous`` (what the writer last saw) and announce
-        what changed; without ``previous`` every event is announced again."""
-        # Writing the same document again is harmless, so a lost reply may be retried.
+    async def _write(self, session: Session, expected: bytes = b"") -> bytes | None:
+        """Write ``session`` unless the stored one is final (or, given ``expected``,
+        differs from it). ``None`` when written, else the document Redis kept."""
+        doc = sessions.encode(session)
+        # Writing the same document again is harmless, so a lost reply may be retried;
+        # a retry that finds its own earlier write (a CAS that lost its reply) counts.
         reply = await self.transport.execute(
-            "SET",
+            "EVAL",
+            WRITE_UNLESS_FINAL,
+            1,
             self.key(session.session_id),
-            sessions.encode(session),
-            "XX",
-            "EX",
+            doc,
             self.ttl,
+            expected,
+            *_FINAL,
             retry_safe=True,
         )
         if reply is None:
@@ -105,6 +193,20 @@ class SessionStore:
                 f"Session {session.session_id} no longer exists (expired or unknown); "
                 "the write was not applied."
             )
+        if reply == 1 or reply == doc:
+            return None
+        if not isinstance(reply, bytes):
+            raise StoreError("The session write script returned an unexpected reply.")
+        return reply
+
+    async def _replace(self, session: Session, previous: Session | None = None) -> Session:
+        """Write ``session`` over ``previous`` (what the writer last saw) and announce
+        what changed (without ``previous`` every event is announced again); raises
+        :class:`SessionClosed` (with the stored session) when the session was finished
+        meanwhile, e.g. cancelled."""
+        kept = await self._write(session)
+        if kept is not None:
+            raise SessionClosed(sessions.decode(kept))
         await self._announce(previous, session)
         return session
 
@@ -118,6 +220,24 @@ class SessionStore:
                 events.encode_notification(session.session_id, new),
                 retry_safe=True,
             )
+
+    async def cancel(self, session_id: str, reason: str) -> tuple[Session, bool]:
+        """Cancel a session that has not finished: the session and ``True``, or the
+        already final session and ``False``. A ``GET``, an ``EVAL`` and the ``PUBLISH``
+        (4 billed commands); again if the run wrote in between, so nothing it wrote is
+        lost."""
+        raw = await self.get_raw(session_id)
+        for _ in range(10):
+            current = sessions.decode(raw)
+            if current.is_final:
+                return current, False
+            cancelled = sessions.cancel(current, reason)
+            kept = await self._write(cancelled, expected=raw)
+            if kept is None:
+                await self._announce(current, cancelled)
+                return cancelled, True
+            raw = kept
+        raise StoreError(f"Session {session_id} kept changing; the cancel was not applied.")
 
     async def mark_running(self, session: Session) -> Session:
         return await self._replace(sessions.start(session), session)
@@ -156,9 +276,13 @@ class SessionStore:
             ) from None
 
     async def fail(self, session: Session | str, error: str) -> Session:
-        """Mark failed. Given only an id (an ``on_failure`` handler has no session at
-        hand) it reads first: 2 commands, on a path that runs once per failed run."""
+        """Mark failed, unless it is final already (then the session as it is). Given
+        only an id (an ``on_failure`` handler has no session at hand) it reads first:
+        2 commands, on a path that runs once per failed run."""
         current = await self.get(session) if isinstance(session, str) else session
-        if current.status == Status.COMPLETED:
+        if current.is_final:
             return current
-        return await self._replace(sessions.fail(current, error), current)
+        try:
+            return await self._replace(sessions.fail(current, error), current)
+        except SessionClosed as closed:
+            return closed.session

@@ -1,23 +1,32 @@
-"""Starting a generation: create the session, then send the event that starts the run.
+"""Starting and cancelling a generation: the session write, then the Inngest event.
 
-If the event cannot be sent, the session is marked failed with the cause, so no session
-waits in ``queued`` for a run that will never come. An app process sends through one
-:class:`EventSender`, which turns a burst of requests into a few batched sends.
+If the start event cannot be sent, the session is marked failed with the cause, so no
+session waits in ``queued`` for a run that will never come. A cancel writes the final
+``cancelled`` status first (from then on no write of the run lands), then sends the
+event the function's ``cancel_on`` matches, so Inngest stops the run at its next step
+boundary. An app process sends through one :class:`EventSender`, which turns a burst of
+requests into a few batched sends.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 from collections.abc import Sequence
 
 import inngest
 
 from tripkit.config import Settings
-from tripkit.constants import APP_ID, EVENT_NAME
+from tripkit.constants import APP_ID, CANCEL_EVENT_NAME, EVENT_NAME
 from tripkit.errors import StoreError, TripkitError
-from tripkit.models import BundlesRequested, Preferences, Session
+from tripkit.models import BundlesRequested, Preferences, Session, Status
 from tripkit.store import SessionStore
+
+log = logging.getLogger("tripkit.trigger")
+
+#: What a session cancelled through the API, the CLI or the client says in ``error``.
+CANCELLED_ON_REQUEST = "Generation cancelled on request."
 
 
 class TriggerError(TripkitError):
@@ -121,27 +130,73 @@ def event_for(session: Session) -> inngest.Event:
     )
 
 
+def cancel_event_for(session_id: str) -> inngest.Event:
+    """The event the function's ``cancel_on`` matches by ``data.sessionId``; its id makes
+    a repeated send one event."""
+    return inngest.Event(
+        name=CANCEL_EVENT_NAME, data={"sessionId": session_id}, id=f"cancel-{session_id}"
+    )
+
+
+async def _send(event: inngest.Event, client: inngest.Inngest, sender: EventSender | None) -> None:
+    if sender is None:
+        await client.send(event)
+    else:
+        await sender.send(event)
+
+
 async def request_bundles(
     preferences: Preferences,
     *,
     store: SessionStore,
     client: inngest.Inngest,
     sender: EventSender | None = None,
-) -> Session:
-    """Create a queued session and queue its generation; returns the new session."""
-    session = await store.create(preferences)
-    event = event_for(session)
+    idempotency_key: str | None = None,
+) -> tuple[Session, bool]:
+    """Create a queued session and queue its generation: the session and ``True``.
+
+    With an ``idempotency_key`` a repeat returns the first request's session and
+    ``False``. While that session is still queued the repeat sends the start event
+    again: it has the same id (the session id), so Inngest starts one run however many
+    arrive, and a first request that died between its write and its send still runs.
+    """
+    if idempotency_key is None:
+        session, created = await store.create(preferences), True
+    else:
+        session, created = await store.create_once(preferences, idempotency_key)
+    if not created and session.status is not Status.QUEUED:
+        return session, False
     try:
-        if sender is None:
-            await client.send(event)
-        else:
-            await sender.send(event)
+        await _send(event_for(session), client, sender)
     except Exception as exc:  # whatever stops the send, the session must not stay queued
         cause = _describe(exc)
-        with contextlib.suppress(StoreError):  # the original problem is the one to report
-            await store.fail(session, f"Could not queue the generation: {cause}")
+        if created:  # a repeat leaves the first request's session alone
+            with contextlib.suppress(StoreError):  # the original problem is the one to report
+                await store.fail(session, f"Could not queue the generation: {cause}")
         raise TriggerError(f"Could not queue the generation with Inngest: {cause}.") from None
-    return session
+    return session, created
+
+
+async def cancel_bundles(
+    session_id: str,
+    *,
+    store: SessionStore,
+    client: inngest.Inngest,
+    sender: EventSender | None = None,
+) -> tuple[Session, bool]:
+    """Cancel a generation: the session (now ``cancelled``) and ``True``, or the session
+    as it is and ``False`` when it had finished already (:class:`SessionNotFound` when
+    there is none). The run's writes are refused from the moment this returns; the
+    event then has Inngest drop the rest of the run (or the run not yet started)."""
+    session, cancelled = await store.cancel(session_id, CANCELLED_ON_REQUEST)
+    if cancelled:
+        try:
+            await _send(cancel_event_for(session_id), client, sender)
+        except Exception as exc:
+            # The session is final and refuses the run's writes, so the run ends at its
+            # next write anyway; Inngest only stops it sooner.
+            log.warning("cancel event for %s not sent: %s", session_id, _describe(exc))
+    return session, cancelled
 
 
 def _describe(exc: BaseException) -> str:

@@ -13,13 +13,22 @@ Inngest memoizes each step's output (:class:`~tripkit.models.BundleOutput`: the 
 as the step left it, its bundle, usage and attempt), and the next step starts from the
 memoized session and the earlier bundles. A crash, a retry or a redeploy therefore redoes
 only the bundle in flight, and no step lasts longer than one bundle's generation (a
-serverless host cuts long requests). Every write is a single ``SET ... XX`` (see
-:mod:`tripkit.store`); a retried step overwrites what its earlier attempt wrote. All side
-effects happen inside steps. If the run fails for good, ``on_failure`` (its own run with
-one step) marks the session failed with the cause, so polling always ends. A run that
-an older tripkit started (separate ``plan`` and ``finalize`` steps) and this one resumes
-reuses its memoized bundles, and ends with a ``finalize`` step if they did not complete
-the session. The names Inngest knows are in :mod:`tripkit.constants`.
+serverless host cuts long requests). Every write is a single check-and-set command (see
+:mod:`tripkit.store`): a retried step overwrites what its earlier attempt wrote, and no
+write ever replaces a final status. All side effects happen inside steps. If the run
+fails for good, ``on_failure`` (its own run with one step) marks the session failed with
+the cause, so polling always ends. A run that an older tripkit started (separate
+``plan`` and ``finalize`` steps) and this one resumes reuses its memoized bundles, and
+ends with a ``finalize`` step if they did not complete the session. The names Inngest
+knows are in :mod:`tripkit.constants`.
+
+Run controls are Inngest's own, so they work the same on Inngest Cloud: a concurrency
+limit (runs waiting for a slot keep their session ``queued``), ``cancel_on`` the cancel
+event of the same session (the API writes ``cancelled`` first; the run's writes are
+check-and-set, so nothing lands after it), and ``timeouts.finish``, the run's deadline.
+Inngest cancels a run past its deadline and emits ``inngest/function.cancelled``; the
+small function :data:`~tripkit.constants.STOPPED_FUNCTION_ID` then fails its session
+with the cause, so polling and push always end.
 """
 
 from __future__ import annotations
@@ -27,13 +36,22 @@ from __future__ import annotations
 import contextlib
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 import inngest
 from pydantic import BaseModel, ConfigDict, Field
 
-from tripkit.constants import EVENT_NAME, FUNCTION_ID, FUNCTION_NAME, RETRIES
+from tripkit.constants import (
+    CANCEL_EVENT_NAME,
+    EVENT_NAME,
+    FUNCTION_CANCELLED_EVENT,
+    FUNCTION_ID,
+    FUNCTION_NAME,
+    FUNCTION_SLUG,
+    RETRIES,
+    STOPPED_FUNCTION_ID,
+)
 from tripkit.errors import SessionNotFound
 from tripkit.llm import ModelClient, ModelError
 from tripkit.models import (
@@ -58,6 +76,35 @@ class FunctionFailed(BaseModel):
     run_id: str | None = None
     error: dict[str, Any] = Field(default_factory=dict)
     event: dict[str, Any] = Field(default_factory=dict)
+
+
+class FunctionCancelled(BaseModel):
+    """The data of Inngest's ``inngest/function.cancelled`` event (the fields we read)."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    run_id: str | None = None
+    event: dict[str, Any] = Field(default_factory=dict)
+
+
+#: The session's ``error`` when Inngest cancelled the run for another reason than its
+#: deadline (the dashboard, the REST API, a bulk cancellation).
+CANCELLED_IN_INNGEST = "Generation cancelled in Inngest (the dashboard or its API)."
+#: Inngest counts the deadline from the run's start; the session's ``startedAt`` is
+#: written inside the first step, a moment later.
+DEADLINE_SLACK = timedelta(seconds=1)
+
+
+def deadline_error(deadline: int) -> str:
+    return f"Generation stopped: it passed its deadline of {deadline} s (TRIPKIT_RUN_DEADLINE)."
+
+
+def passed_deadline(started_at: datetime | None, now: datetime, deadline: int) -> bool:
+    """Whether a run Inngest cancelled had run for its whole deadline (a run that never
+    started was cancelled by someone, not timed out: only ``timeouts.finish`` is set)."""
+    if started_at is None:
+        return False
+    return now - started_at >= timedelta(seconds=deadline) - DEADLINE_SLACK
 
 
 def _wire(model: BaseModel) -> dict[str, Any]:
@@ -135,14 +182,48 @@ class Worker:
         return last.model_copy(update={"session": done})
 
     async def fail(self, session_id: str, error: str, record: dict[str, Any]) -> None:
+        """Mark the session failed, unless it ended otherwise first (a cancel refuses the
+        run's next write, which ends the run this way); the record says which."""
         try:
             session = await self.store.fail(session_id, error)
         except SessionNotFound:
             return  # expired meanwhile: there is nothing left to mark
-        failed = RunRecord.model_validate(record).model_copy(
-            update={"status": session.status, "error": session.error}
+        ended = RunRecord.model_validate(record)
+        if session.status is Status.CANCELLED:
+            ended = ended.model_copy(
+                update={"failed_at": None, "cancelled_at": session.completed_at}
+            )
+        await self.store.put_run_record(
+            ended.model_copy(update={"status": session.status, "error": session.error})
         )
-        await self.store.put_run_record(failed)
+
+    async def stopped(self, session_id: str, run_id: str | None, deadline: int) -> None:
+        """Inngest cancelled the run: a cancel through the API finished the session
+        already; otherwise the deadline passed (the session fails with that cause) or
+        someone cancelled it in Inngest (the session says ``cancelled``)."""
+        try:
+            session = await self.store.get(session_id)
+            if not session.is_final:
+                if passed_deadline(session.started_at, utcnow(), deadline):
+                    session = await self.store.fail(session, deadline_error(deadline))
+                else:
+                    session, _ = await self.store.cancel(session_id, CANCELLED_IN_INNGEST)
+        except SessionNotFound:
+            return  # expired meanwhile: there is nothing left to mark
+        if session.status is Status.COMPLETED:
+            return  # finished before the cancel took effect; finalize wrote its record
+        ended = "cancelled_at" if session.status is Status.CANCELLED else "failed_at"
+        record = RunRecord(
+            session_id=session_id,
+            run_id=run_id,
+            status=session.status,
+            error=session.error,
+            queued_at=session.created_at,
+            started_at=session.started_at,
+            first_summary_at=session.first_summary_at,
+            **{ended: session.completed_at},
+        )
+        await self.store.put_run_record(record)
 
 
 @contextlib.asynccontextmanager
@@ -188,14 +269,17 @@ def run_record(
 
 
 def create_functions(
-    client: inngest.Inngest, worker: Worker, *, concurrency: int = 10
+    client: inngest.Inngest, worker: Worker, *, concurrency: int = 10, deadline: int = 1800
 ) -> list[inngest.Function[Any]]:
-    """The Inngest functions this app serves (one, plus its failure handler).
+    """The Inngest functions this app serves: the generation (with its failure handler)
+    and the one that marks a session whose run Inngest cancelled.
 
     ``concurrency`` caps the generation steps executing at once, across all runs and
     worker processes: Inngest holds the rest in its queue (oldest run first), so a burst
     of requests becomes a queue of sessions that say ``queued``, not a pile of model
-    streams that starve the host and trip the model's rate limits.
+    streams that starve the host and trip the model's rate limits. A cancel event for
+    the run's session (``cancel_on``) has Inngest drop a queued run and stop a running
+    one at its next step boundary. ``deadline`` (seconds) is the run's ``timeouts.finish``.
     """
 
     async def on_failure(ctx: inngest.Context) -> None:
@@ -219,6 +303,12 @@ def create_functions(
         retries=RETRIES,
         on_failure=on_failure,
         concurrency=[inngest.Concurrency(limit=concurrency)],
+        cancel=[
+            inngest.Cancel(
+                event=CANCEL_EVENT_NAME, if_exp="event.data.sessionId == async.data.sessionId"
+            )
+        ],
+        timeouts=inngest.Timeouts(finish=timedelta(seconds=deadline)),
     )
     async def generate_bundles(ctx: inngest.Context) -> dict[str, Any]:
         requested = BundlesRequested.model_validate(ctx.event.data)
@@ -237,4 +327,18 @@ def create_functions(
             FinalOutput(session_id=final.session_id, status=final.status, bundles=len(outputs))
         )
 
-    return [generate_bundles]
+    @client.create_function(
+        fn_id=STOPPED_FUNCTION_ID,
+        name="Mark a stopped generation",
+        trigger=inngest.TriggerEvent(
+            event=FUNCTION_CANCELLED_EVENT,
+            expression=f"event.data.function_id == '{FUNCTION_SLUG}'",
+        ),
+        retries=RETRIES,
+    )
+    async def mark_stopped(ctx: inngest.Context) -> None:
+        cancelled = FunctionCancelled.model_validate(ctx.event.data)
+        session_id = BundlesRequested.model_validate(cancelled.event.get("data")).session_id
+        await ctx.step.run("mark-stopped", worker.stopped, session_id, cancelled.run_id, deadline)
+
+    return [generate_bundles, mark_stopped]

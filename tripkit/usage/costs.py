@@ -8,11 +8,12 @@ month against each plan, and :mod:`tripkit.usage.report` shows both.
 
 The Redis cost of one generation (:func:`redis_commands_per_generation`, asserted against
 a real run in the tests): create 1 + writes (running 1, one per bundle summary,
-complete 1), each followed by a PUBLISH, + the worker's read 1 + the run record 1 + the
-client's polls. The polls dominate: a 6-minute generation polled every 2 s is ~181 GETs
-against 17 other commands (5 bundles). :func:`redis_commands_by_mode` prices the same
-generation for a client that polls and for one that follows the push endpoint instead;
-the push figures rest on the named constants below.
+complete 1), each a check-and-set script billed as 2 (the ``EVAL`` and its ``SET``, see
+:mod:`tripkit.store`) and followed by a PUBLISH, + the worker's read 1 + the run record 1 +
+the client's polls. The polls dominate: a 6-minute generation polled every 2 s is ~181
+GETs against 24 other commands (5 bundles). :func:`redis_commands_by_mode` prices the
+same generation for a client that polls and for one that follows the push endpoint
+instead; the push figures rest on the named constants below.
 
 The Inngest cost (:func:`executions_per_generation`): one run plus one step per bundle
 (:func:`steps_per_generation`), so bundles + 1 executions.
@@ -104,10 +105,11 @@ def redis_commands_per_generation(
     """Billed Redis commands of one generation, by source (see the module docstring).
 
     Completed: create 1, writes 2 + ``bundles`` (running, one summary each, complete),
-    each followed by its PUBLISH (the store announces every write, polled or not),
-    worker read 1, run record 1, polls. Failed: the summaries written before the failure
-    (default 0) and ``fail`` (GET + SET + PUBLISH) instead of the summaries and complete.
-    A global database bills each write again per read region (``read_regions``).
+    each a ``SET`` inside a script (``write_scripts``, one ``EVAL`` each) followed by its
+    PUBLISH (the store announces every write, polled or not), worker read 1, run record
+    1, polls. Failed: the summaries written before the failure (default 0) and ``fail``
+    (GET + a write) instead of the summaries and complete. A global database bills each
+    write again per read region (``read_regions``).
     """
     if failed:
         written = 0.0 if summaries is None or math.isnan(summaries) else summaries
@@ -120,6 +122,7 @@ def redis_commands_per_generation(
     parts = {
         "create": 1.0 * amplify,
         "writes": writes * amplify,
+        "write_scripts": float(writes),
         "publishes": PUBLISHES_PER_SESSION_WRITE * writes,
         "worker_reads": float(reads),
         "run_record": 1.0 * amplify,
@@ -139,7 +142,8 @@ def redis_commands_by_mode(
 ) -> dict[str, float]:
     """Billed Redis commands of one completed generation followed by ``clients`` clients in
     ``mode``, by source: the generation's own (create, the worker's read, its ``writes``,
-    default :func:`session_writes`, each with its PUBLISH, the run record), then
+    default :func:`session_writes`, each a script with its ``SET`` and its PUBLISH, the
+    run record), then
     ``polls`` GETs per client, or :data:`COMMANDS_PER_PUSH_CLIENT` per push client."""
     if mode not in ("poll", "push"):
         raise UsageError(f"Unknown mode {mode!r}: use 'poll' or 'push'.")
@@ -150,6 +154,7 @@ def redis_commands_by_mode(
         "create": 1.0,
         "worker_reads": 1.0,
         "writes": float(writes),
+        "write_scripts": float(writes),
         "publishes": PUBLISHES_PER_SESSION_WRITE * writes,
         "run_record": 1.0,
     }
@@ -187,7 +192,8 @@ def estimates(frame: pd.DataFrame, poll_interval: float, read_regions: int) -> p
         )
         for b, p, f, s in zip(out["bundles"], out["polls"], failed, out["summaries"], strict=True)
     ]
-    for key in ("create", "writes", "publishes", "worker_reads", "run_record", "polls", "total"):
+    keys = ("create", "writes", "write_scripts", "publishes", "worker_reads", "run_record")
+    for key in (*keys, "polls", "total"):
         out[f"redis_{key}"] = [p[key] for p in parts]
     steps = out["steps"].fillna(0.0)
     out["executions_min"] = [
@@ -224,7 +230,12 @@ def parse_period_end(period_end: str | date | datetime | None) -> datetime:
 
 def in_period(frame: pd.DataFrame, period_days: float, end: datetime) -> pd.DataFrame:
     """The generations queued (or, lacking that, ended) in ``(end - period_days, end]``."""
-    at = frame["queued_at"].fillna(frame["completed_at"]).fillna(frame["failed_at"])
+    at = (
+        frame["queued_at"]
+        .fillna(frame["completed_at"])
+        .fillna(frame["failed_at"])
+        .fillna(frame["cancelled_at"])
+    )
     start = pd.Timestamp(end) - pd.Timedelta(days=period_days)
     return frame[(at > start) & (at <= pd.Timestamp(end))].reset_index(drop=True)
 
@@ -243,7 +254,7 @@ def peak_concurrency(frame: pd.DataFrame) -> int:
     """Most generations running at once (each runs one step at a time, so this is the
     concurrent steps they need)."""
     starts = frame["started_at"].fillna(frame["queued_at"])
-    ends = frame["completed_at"].fillna(frame["failed_at"])
+    ends = frame["completed_at"].fillna(frame["failed_at"]).fillna(frame["cancelled_at"])
     events = sorted(
         [(s, 1) for s, e in zip(starts, ends, strict=True) if not (pd.isna(s) or pd.isna(e))]
         + [(e, -1) for s, e in zip(starts, ends, strict=True) if not (pd.isna(s) or pd.isna(e))],

@@ -66,6 +66,7 @@ COLUMNS = [
     "first_summary_at",
     "completed_at",
     "failed_at",
+    "cancelled_at",
     "time_to_first_summary_s",
     "duration_s",
     "bundles",
@@ -82,7 +83,14 @@ COLUMNS = [
     "session_bytes",
     "harvested_at",
 ]
-_TIMES = ["queued_at", "started_at", "first_summary_at", "completed_at", "failed_at"]
+_TIMES = [
+    "queued_at",
+    "started_at",
+    "first_summary_at",
+    "completed_at",
+    "failed_at",
+    "cancelled_at",
+]
 _TEXT = ["session_id", "run_id", "status", "error", "models", "usage_json"]
 _NUMBERS = [c for c in COLUMNS if c not in {*_TIMES, *_TEXT, "harvested_at"}]
 
@@ -125,7 +133,8 @@ def _row(item: RunRecord | HarvestedRecord, harvested_at: str) -> dict[str, Any]
     queued = _ts(record.queued_at)
     completed = _ts(record.completed_at)
     failed = _ts(record.failed_at)
-    ended = completed if not pd.isna(completed) else failed
+    cancelled = _ts(record.cancelled_at)
+    ended = next((t for t in (completed, failed, cancelled) if not pd.isna(t)), pd.NaT)
     first = _ts(record.first_summary_at)
     retries = sum(record.attempts.values())
     steps = _int_or_nan(record.steps)
@@ -140,6 +149,7 @@ def _row(item: RunRecord | HarvestedRecord, harvested_at: str) -> dict[str, Any]
         "first_summary_at": first,
         "completed_at": completed,
         "failed_at": failed,
+        "cancelled_at": cancelled,
         "time_to_first_summary_s": _seconds(first, queued),
         "duration_s": _seconds(ended, queued),
         "bundles": _int_or_nan(record.bundles),

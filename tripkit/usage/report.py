@@ -252,8 +252,9 @@ class UsageReport:
             )
         else:
             failed = int(self.generations["status"].eq("failed").sum())
+            cancelled = int(self.generations["status"].eq("cancelled").sum())
             lines.append(
-                f"**{n} generations in the period** ({failed} failed); "
+                f"**{n} generations in the period** ({failed} failed, {cancelled} cancelled); "
                 f"projections at {self.generations_per_day:,.1f} generations/day "
                 f"({self.volume_basis})."
             )
@@ -322,6 +323,7 @@ class UsageReport:
             "generations": len(g),
             "completed": int(g["status"].eq("completed").sum()),
             "failed": int(g["status"].eq("failed").sum()),
+            "cancelled": int(g["status"].eq("cancelled").sum()),
             "bundles (mean)": g["bundles"].mean(),
             "Inngest steps (mean)": g["steps"].mean(),
             "retried step attempts (total)": g["retries"].sum(),
