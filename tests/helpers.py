@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import os
+import socket
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Callable, Mapping
 from pathlib import Path
@@ -13,6 +15,7 @@ from typing import Any
 import httpx
 import psutil
 import pytest
+import uvicorn
 
 from tripkit.devstack.testing import free_port
 from tripkit.models import RunRecord
@@ -30,6 +33,49 @@ __all__ = [
     "wait_final",
     "wait_until",
 ]
+
+
+class ServerThread:
+    """An ASGI app served by uvicorn in a daemon thread, on a fixed port (a free one by
+    default) so that it can be stopped and started again; also a context manager."""
+
+    def __init__(self, app: Any, port: int | None = None) -> None:
+        self.app, self.port = app, port or free_port()
+        self.server: uvicorn.Server | None = None
+        self.thread: threading.Thread | None = None
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def start(self) -> ServerThread:
+        # IPPROTO_TCP: asyncio sets TCP_NODELAY only then (else 40 ms per keep-alive reply)
+        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind(("127.0.0.1", self.port))
+        config = uvicorn.Config(self.app, log_level="warning", lifespan="on")
+        server = uvicorn.Server(config)
+        self.server = server
+        self.thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
+        self.thread.start()
+        deadline = time.monotonic() + 10
+        while not server.started:
+            assert self.thread.is_alive(), "uvicorn exited while starting"
+            assert time.monotonic() < deadline, "server did not start"
+            time.sleep(0.01)
+        return self
+
+    def stop(self) -> None:
+        assert self.server is not None and self.thread is not None
+        self.server.should_exit = True
+        self.thread.join(timeout=10)
+        assert not self.thread.is_alive(), "uvicorn did not stop"
+
+    def __enter__(self) -> ServerThread:
+        return self.start()
+
+    def __exit__(self, *_: object) -> None:
+        self.stop()
 
 
 def wait_until(predicate: Callable[[], bool], timeout: float = 5.0, interval: float = 0.02) -> bool:

@@ -9,7 +9,6 @@ from __future__ import annotations
 import json
 import re
 import secrets
-import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -18,9 +17,7 @@ from typing import Any
 import httpx
 import pytest
 import redis
-import uvicorn
-from fastapi import FastAPI
-from helpers import free_port, wait_final
+from helpers import ServerThread, free_port, wait_final
 from pydantic import SecretStr
 
 from tripkit import signing
@@ -239,33 +236,6 @@ def test_healthz_reports_redis_and_inngest(stack: LocalStack) -> None:
 # ------------------------------------------------------------------ Redis down
 
 
-class BackgroundApp:
-    """An app of our own, served by uvicorn in a daemon thread on a free port."""
-
-    def __init__(self, app: FastAPI) -> None:
-        self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
-        config = uvicorn.Config(
-            app, host="127.0.0.1", port=self.port, log_level="warning", lifespan="on"
-        )
-        self.server = uvicorn.Server(config)
-        self.thread = threading.Thread(target=self.server.run, daemon=True)
-
-    def __enter__(self) -> BackgroundApp:
-        self.thread.start()
-        deadline = time.monotonic() + 10
-        while not self.server.started:
-            assert self.thread.is_alive(), "uvicorn exited while starting"
-            assert time.monotonic() < deadline, "uvicorn did not start"
-            time.sleep(0.01)
-        return self
-
-    def __exit__(self, *_: object) -> None:
-        self.server.should_exit = True
-        self.thread.join(10)
-        assert not self.thread.is_alive()
-
-
 @pytest.fixture(scope="module")
 def redis_down_app(stack: LocalStack, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """The app configured with a Redis address where nothing listens."""
@@ -277,7 +247,7 @@ def redis_down_app(stack: LocalStack, tmp_path_factory: pytest.TempPathFactory) 
         inngest_signing_key=None,
         redis_timeout=1,
     )
-    with BackgroundApp(create_app(settings)) as served:
+    with ServerThread(create_app(settings)) as served:
         yield served.url
 
 
@@ -333,7 +303,7 @@ def test_signed_app_without_event_key_fails_the_session_clearly(
         inngest_signing_key=SecretStr(SIGNING_KEY),
         inngest_event_key=None,
     )
-    with BackgroundApp(create_app(settings)) as served:
+    with ServerThread(create_app(settings)) as served:
         response = httpx.post(f"{served.url}/api/generate-bundles", json=PREFS, timeout=10)
     assert response.status_code == 503, response.text
     body = response.json()

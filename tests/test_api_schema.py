@@ -9,9 +9,6 @@ requests cost no generations.
 
 from __future__ import annotations
 
-import socket
-import threading
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -19,7 +16,7 @@ from typing import Any
 import httpx
 import pytest
 import schemathesis
-import uvicorn
+from helpers import ServerThread, free_port
 from hypothesis import HealthCheck, given, settings
 from pydantic import SecretStr
 from schemathesis import APIOperation, CheckFunction
@@ -29,43 +26,12 @@ from tripkit.api import create_app
 from tripkit.config import load_settings
 from tripkit.devstack.executor.config import ExecutorConfig
 from tripkit.devstack.executor.routes import create_app as create_executor
-from tripkit.devstack.serving import free_port
-
-
-class Served:
-    """An ASGI app served by uvicorn in a daemon thread on a free port."""
-
-    def __init__(self, app: Any, port: int | None = None) -> None:
-        self.port = port or free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
-        self.server = uvicorn.Server(uvicorn.Config(app, log_level="warning", lifespan="on"))
-        self.thread = threading.Thread(target=self._run, daemon=True)
-
-    def _run(self) -> None:
-        # IPPROTO_TCP: asyncio sets TCP_NODELAY only then
-        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP)
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        sock.bind(("127.0.0.1", self.port))
-        self.server.run(sockets=[sock])
-
-    def __enter__(self) -> Served:
-        self.thread.start()
-        deadline = time.monotonic() + 10
-        while not self.server.started:
-            assert self.thread.is_alive(), "uvicorn exited while starting"
-            assert time.monotonic() < deadline, "uvicorn did not start"
-            time.sleep(0.01)
-        return self
-
-    def __exit__(self, *_: object) -> None:
-        self.server.should_exit = True
-        self.thread.join(10)
 
 
 @pytest.fixture(scope="module")
 def api_url(redis_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     port = free_port()
-    with Served(create_executor(ExecutorConfig(port=port)), port) as executor:
+    with ServerThread(create_executor(ExecutorConfig(port=port)), port) as executor:
         app_settings = load_settings(
             Path(tmp_path_factory.mktemp("schema")),
             redis_url=SecretStr(redis_url),
@@ -74,7 +40,7 @@ def api_url(redis_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterato
             inngest_signing_key=None,
             role="api",
         )
-        with Served(create_app(app_settings)) as app:
+        with ServerThread(create_app(app_settings)) as app:
             yield app.url
 
 
@@ -88,15 +54,17 @@ def _ok(result: Any) -> APIOperation[Any, Any, Any, Any]:
     return operation
 
 
-@pytest.mark.parametrize(
-    "route",
-    [
-        "/api/generate-bundles",
-        "/api/session/{session_id}",
-        "/api/session/{session_id}/events",
-        "/healthz",
-    ],
-)
+#: Every route of the API's schema: the public ones, and the health probe.
+ROUTES = [
+    "/api/generate-bundles",
+    "/api/session/{session_id}",
+    "/api/session/{session_id}/events",
+    "/api/session/{session_id}/cancel",
+    "/healthz",
+]
+
+
+@pytest.mark.parametrize("route", ROUTES)
 def test_every_answer_is_declared(api_url: str, route: str) -> None:
     """Generated requests, valid and not, to each operation of the route: every response's
     status, content type, headers and body must be what the schema declares for it."""
@@ -122,12 +90,7 @@ def test_every_answer_is_declared(api_url: str, route: str) -> None:
 def test_schema_leaves_out_the_inngest_protocol_route(api_url: str) -> None:
     paths = httpx.get(f"{api_url}/openapi.json").json()["paths"]
     assert "/api/inngest" not in paths
-    assert set(paths) == {
-        "/api/generate-bundles",
-        "/api/session/{session_id}",
-        "/api/session/{session_id}/events",
-        "/healthz",
-    }
+    assert set(paths) == set(ROUTES)
 
 
 JSON = {"content-type": "application/json"}
@@ -141,6 +104,8 @@ JSON = {"content-type": "application/json"}
         ("GET", "/api/session/not-an-id/events", {}, 400),
         ("GET", "/api/session/" + "0" * 32 + "/events", {}, 404),
         ("GET", "/api/session/" + "0" * 32 + "/events", {"headers": {"Last-Event-ID": "x"}}, 400),
+        ("POST", "/api/session/not-an-id/cancel", {}, 400),
+        ("POST", "/api/session/" + "0" * 32 + "/cancel", {}, 404),
         ("POST", "/api/generate-bundles", {"content": b"{not json"}, 422),
         ("POST", "/api/generate-bundles", {"content": b"\xff{}", "headers": JSON}, 400),
         ("POST", "/api/generate-bundles", {"json": {"budget": -1}}, 422),
@@ -157,7 +122,8 @@ def test_known_errors_are_declared_with_the_error_body(
     spec = httpx.get(f"{api_url}/openapi.json").json()
     route = path
     if path.startswith("/api/session/"):
-        route = "/api/session/{session_id}" + ("/events" if path.endswith("/events") else "")
+        tail = path.removeprefix("/api/session/").partition("/")[2]
+        route = "/api/session/{session_id}" + (f"/{tail}" if tail else "")
     declared = spec["paths"][route][method.lower()]["responses"]
     assert str(status) in declared
     ref = declared[str(status)]["content"]["application/json"]["schema"]["$ref"]

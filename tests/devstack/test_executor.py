@@ -13,10 +13,8 @@ import itertools
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
-import threading
 import time
 import uuid
 from collections.abc import Iterator
@@ -31,8 +29,7 @@ import httpx
 import inngest
 import inngest.fast_api
 import pytest
-import uvicorn
-from helpers import free_port
+from helpers import ServerThread, free_port
 
 from tripkit import signing
 from tripkit.devstack.executor import Engine, ExecutorConfig, create_app
@@ -57,39 +54,6 @@ def _load_sample() -> ModuleType:
 
 
 sample = _load_sample()
-
-
-class ServerThread:
-    """uvicorn in a thread, on a fixed port so that it can be stopped and started again."""
-
-    def __init__(self, app: Any, port: int) -> None:
-        self.app, self.port = app, port
-        self.server: uvicorn.Server | None = None
-        self.thread: threading.Thread | None = None
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
-
-    def start(self) -> ServerThread:
-        # IPPROTO_TCP: asyncio sets TCP_NODELAY only then (else 40 ms per keep-alive reply)
-        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP)
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        sock.bind(("127.0.0.1", self.port))
-        server = uvicorn.Server(uvicorn.Config(self.app, log_level="warning"))
-        self.server = server
-        self.thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
-        self.thread.start()
-        deadline = time.monotonic() + 10
-        while not server.started:
-            assert time.monotonic() < deadline, "server did not start"
-            time.sleep(0.01)
-        return self
-
-    def stop(self) -> None:
-        assert self.server is not None and self.thread is not None
-        self.server.should_exit = True
-        self.thread.join(timeout=10)
 
 
 @dataclass

@@ -24,10 +24,10 @@ import httpx
 import inngest
 import inngest.fast_api
 import pytest
-from helpers import free_port
+from helpers import ServerThread, free_port
 from inngest._internal.client_lib.client import _seed as sdk_seed
 from inngest._internal.errors import SendEventsError
-from test_executor import ServerThread, fast_config, sample, send, wait_runs
+from test_executor import fast_config, sample, send, wait_runs
 
 from tripkit.devstack.executor import create_app
 from tripkit.devstack.executor.durations import parse_duration
