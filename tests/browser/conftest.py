@@ -7,6 +7,10 @@ Every test saves screenshots into ``test-artifacts/browser/`` (a failure's last 
 ``FAILED-<test>.png``); the folder and the click-to-first-summary time are printed at the
 end of the run. Without Chromium the tests fail under CI (``CI`` set, as ``.ci/run``
 does) and are skipped, saying why, elsewhere.
+
+Every fixture here is package-scoped: Playwright's sync API keeps an event loop running
+in the test thread while it is open, so it must be closed before the asyncio tests of
+the other packages run.
 """
 
 from __future__ import annotations
@@ -118,7 +122,7 @@ def _stop_lab(lab: Lab) -> None:
             lab.process.wait()
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")
 def browser_stack() -> Iterator[LocalStack]:
     """The offline stack, streaming slowly enough that a generation takes a few seconds
     (summaries land one by one, as with a real model)."""
@@ -127,7 +131,7 @@ def browser_stack() -> Iterator[LocalStack]:
         yield running
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")
 def labs(
     browser_stack: LocalStack, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[list[Lab]]:
@@ -166,17 +170,17 @@ def labs(
             _stop_lab(lab)
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")
 def local_lab(labs: list[Lab]) -> Lab:
     return labs[0]
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")
 def real_lab(labs: list[Lab]) -> Lab:
     return labs[1]
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")
 def browser_context(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
     """Chromium with a fresh profile; a clear failure under CI when it is missing."""
     if not CHROMIUM.exists():
