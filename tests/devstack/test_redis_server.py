@@ -222,4 +222,3 @@ def test_packaged_binary_is_found_without_importing_the_package() -> None:
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.split() == ["valkey-server", "False"]
-
