@@ -57,7 +57,7 @@ async def test_replies_encode_back_to_the_bytes_redis_sent(
         raw = b""
         expected = b"".join(encode_reply(r) for r in replies)
         while len(raw) < len(expected):
-            raw += await reader.read(65536)
+            raw += await asyncio.wait_for(reader.read(65536), 5)
         assert raw == expected
     finally:
         writer.close()
