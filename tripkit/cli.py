@@ -80,6 +80,7 @@ def _dev(args: argparse.Namespace) -> int:
         print("tripkit dev ready", flush=True)
         for name, value in stack.env.items():
             print(f"{name}={value}", flush=True)
+        print(f"# redis server: {stack.redis_version}", flush=True)
         print(f"# logs: {stack.log_dir}; Ctrl-C stops everything", flush=True)
         while not stop.wait(0.5):
             pass

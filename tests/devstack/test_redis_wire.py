@@ -9,11 +9,13 @@ import redis
 
 from tripkit.devstack.redis_server import EmbeddedRedis
 from tripkit.devstack.redis_wire import (
+    NULL_ARRAY,
     ErrorReply,
     RespConnection,
     RespPool,
     SimpleString,
     encode_command,
+    encode_reply,
 )
 from tripkit.errors import RedisAuthError, RedisTimeout, RedisUnavailable
 
@@ -26,6 +28,39 @@ def test_encode_command() -> None:
         encode_command(["SET", "k", True])
     with pytest.raises(ValueError):
         encode_command([])
+
+
+async def test_replies_encode_back_to_the_bytes_redis_sent(
+    redis_url: str, flush_redis: redis.Redis
+) -> None:
+    """Each reply type, read from a real Redis and written back, is Redis's own RESP2."""
+    flush_redis.set("k", b"v\xff")
+    port = int(redis_url.rsplit(":", 1)[1].split("/")[0])
+    commands: list[list[str | int]] = [
+        ["PING"],  # +PONG
+        ["GET", "k"],  # a bulk string
+        ["GET", "missing"],  # the null bulk string $-1
+        ["INCR", "n"],  # an integer
+        ["INCR", "k"],  # an error
+        ["MGET", "k", "missing"],  # an array with a null in it
+        ["XREAD", "COUNT", 1, "STREAMS", "s", "0"],  # the null array *-1
+    ]
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    try:
+        pool = RespPool.from_url(redis_url)
+        replies = await pool.execute_many(commands)
+        await pool.aclose()
+        assert replies[-1] is NULL_ARRAY
+        flush_redis.delete("n")
+        writer.write(b"".join(encode_command(c) for c in commands))
+        await writer.drain()
+        raw = b""
+        expected = b"".join(encode_reply(r) for r in replies)
+        while len(raw) < len(expected):
+            raw += await asyncio.wait_for(reader.read(65536), 5)
+        assert raw == expected
+    finally:
+        writer.close()
 
 
 async def test_reply_types(redis_url: str, flush_redis: redis.Redis) -> None:

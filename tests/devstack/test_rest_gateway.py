@@ -197,8 +197,17 @@ def test_non_utf8_value(client: httpx.Client, flush_redis: redis.Redis) -> None:
 
 @pytest.mark.parametrize(
     "body",
-    [b"{not json", b'{"a": 1}', b'"GET"', b"[]", b"", b'[["GET", "k"]]', b"[true]", b"[null]"],
-    ids=["malformed", "object", "string", "empty", "no-body", "nested", "bool", "null"],
+    [
+        b"{not json",
+        b'{"a": 1}',
+        b'"GET"',
+        b"[]",
+        b"",
+        b'[["GET", "k"]]',
+        b'["SET", "k", {"a": 1}]',
+        b"[null]",
+    ],
+    ids=["malformed", "object", "string", "empty", "no-body", "nested", "object-arg", "null"],
 )
 def test_bad_single_command_body_is_400_json(client: httpx.Client, body: bytes) -> None:
     response = client.post("/", content=body, headers={"Content-Type": "application/json"})
@@ -423,3 +432,166 @@ def test_subscribe_stream_ends_when_redis_drops_the_connection(
         assert next(lines) == "data: subscribe,news,1"
         flush_redis.client_kill_filter(_type="pubsub")
         assert [line for line in lines if line] == []  # the stream ends: subscribe again
+
+
+# --- what Upstash accepts and its SDKs send ---------------------------------------------
+
+#: The headers Upstash's SDKs send with every command (upstash-redis and @upstash/redis).
+SDK_HEADERS = {
+    "Upstash-Telemetry-Sdk": "py-upstash-redis@v1.8.0",
+    "Upstash-Telemetry-Runtime": "python@v3.11.7",
+    "Upstash-Telemetry-Platform": "unknown",
+    "Upstash-Sync-Token": "",
+}
+RESP2 = {"Upstash-Response-Format": "resp2"}
+
+
+def test_json_booleans_are_arguments_as_the_sdks_send_them(
+    client: httpx.Client, flush_redis: redis.Redis
+) -> None:
+    # upstash-redis sends set("k", True) as ["SET", "k", true].
+    assert client.post("/", json=["SET", "t", True]).json() == {"result": "OK"}
+    assert client.post("/", json=["GET", "t"]).json() == {"result": "true"}
+    piped = client.post("/pipeline", json=[["SET", "f", False], ["HSET", "h", "on", True]])
+    assert piped.json() == [{"result": "OK"}, {"result": 1}]
+    assert client.post("/multi-exec", json=[["RPUSH", "l", True, 2, 1.5]]).json() == [
+        {"result": 1 + 2}
+    ]
+    assert flush_redis.get("f") == b"false"
+    assert flush_redis.hget("h", "on") == b"true"
+    assert flush_redis.lrange("l", 0, -1) == [b"true", b"2", b"1.5"]
+
+
+@pytest.mark.parametrize(
+    ("arg", "kind"), [(None, "null"), ([1], "an array"), ({"a": 1}, "an object")]
+)
+def test_arguments_without_a_redis_form_are_refused(
+    client: httpx.Client, flush_redis: redis.Redis, arg: Any, kind: str
+) -> None:
+    response = client.post("/", json=["SET", "k", arg])
+    assert response.status_code == 400
+    assert response.json() == {
+        "error": f"ERR command: arguments must be strings, numbers or booleans, not {kind}"
+    }
+    assert flush_redis.exists("k") == 0
+
+
+def test_the_sdks_own_headers_are_accepted(client: httpx.Client) -> None:
+    response = client.post("/", json=["PING"], headers=SDK_HEADERS)
+    assert (response.status_code, response.json()) == (200, {"result": "PONG"})
+    sync = {"Upstash-Sync-Token": response.headers["upstash-sync-token"]}
+    assert client.post("/", json=["PING"], headers=sync).json() == {"result": "PONG"}
+
+
+@pytest.mark.parametrize(
+    ("headers", "message"),
+    [
+        ({"Upstash-Read-Only": "true"}, "Upstash-Read-Only header is not supported"),
+        ({"upstash-telemetry-disabled": "1"}, "Upstash-Telemetry-Disabled header is not"),
+        ({"Upstash-Encoding": "gzip"}, "invalid Upstash-Encoding 'gzip'"),
+        ({"Upstash-Response-Format": "resp3"}, "invalid Upstash-Response-Format 'resp3'"),
+        ({**RESP2, **B64}, "base64 is not allowed with Upstash-Response-Format: resp2"),
+    ],
+    ids=["unknown", "unknown-lowercase", "encoding", "format", "resp2-with-base64"],
+)
+def test_upstash_headers_it_does_not_implement_are_refused(
+    client: httpx.Client, flush_redis: redis.Redis, headers: dict[str, str], message: str
+) -> None:
+    for path, body in (("/", ["SET", "k", "v"]), ("/pipeline", [["SET", "k", "v"]])):
+        response = client.post(path, json=body, headers=headers)
+        assert response.status_code == 400
+        assert response.headers["content-type"] == "application/json"
+        assert message in response.json()["error"]
+    assert flush_redis.exists("k") == 0  # refused before anything ran
+
+
+def test_response_format_json_is_the_default(client: httpx.Client) -> None:
+    explicit = client.post("/", json=["ECHO", "x"], headers={"Upstash-Response-Format": "JSON"})
+    assert explicit.json() == client.post("/", json=["ECHO", "x"]).json() == {"result": "x"}
+
+
+def test_resp2_answers_with_redis_bytes(client: httpx.Client, flush_redis: redis.Redis) -> None:
+    def resp2(body: list[Any], path: str = "/") -> httpx.Response:
+        return client.post(path, json=body, headers=RESP2)
+
+    ok = resp2(["SET", "k", "v\u00e9"])
+    assert (ok.status_code, ok.content) == (200, b"+OK\r\n")
+    assert ok.headers["content-type"] == "application/octet-stream"
+    assert "upstash-sync-token" in ok.headers
+    assert resp2(["GET", "k"]).content == b"$3\r\nv\xc3\xa9\r\n"
+    assert resp2(["GET", "missing"]).content == b"$-1\r\n"
+    assert resp2(["INCR", "n"]).content == b":1\r\n"
+    assert resp2(["MGET", "k", "missing"]).content == b"*2\r\n$3\r\nv\xc3\xa9\r\n$-1\r\n"
+    assert resp2(["XREAD", "STREAMS", "s", "0"]).content == b"*-1\r\n"
+    flush_redis.set("bin", b"\xff\x00")
+    assert resp2(["GET", "bin"]).content == b"$2\r\n\xff\x00\r\n"
+    error = resp2(["INCR", "k"])
+    assert error.status_code == 400
+    assert error.content == b"-ERR value is not an integer or out of range\r\n"
+    refused = resp2(["BLPOP", "l", 0])
+    assert refused.status_code == 400
+    assert refused.content == b"-ERR blocking command BLPOP is not supported over REST\r\n"
+    path_style = client.get("/get/k", headers=RESP2)
+    assert path_style.content == b"$3\r\nv\xc3\xa9\r\n"
+    piped = resp2([["SET", "p", "1"], ["INCR", "k"], ["INCR", "p"]], "/pipeline")
+    assert piped.status_code == 200
+    assert piped.content == (b"+OK\r\n-ERR value is not an integer or out of range\r\n:2\r\n")
+
+
+def test_resp2_does_not_apply_to_multi_exec(client: httpx.Client) -> None:
+    """Upstash: a transaction is answered in JSON whatever the format asked."""
+    response = client.post("/multi-exec", json=[["SET", "a", "1"], ["INCR", "a"]], headers=RESP2)
+    assert response.headers["content-type"] == "application/json"
+    assert response.json() == [{"result": "OK"}, {"result": 2}]
+
+
+def test_query_parameters_add_arguments_after_the_body(
+    client: httpx.Client, flush_redis: redis.Redis
+) -> None:
+    # Upstash: POST /set/k?EX=100 with the value in the body is SET k <body> EX 100.
+    response = client.post("/set/k", params={"EX": "100"}, content=b'{"json": 1}')
+    assert response.json() == {"result": "OK"}
+    assert flush_redis.get("k") == b'{"json": 1}'
+    assert 0 < flush_redis.ttl("k") <= 100
+    assert client.post("/set/k?NX", content=b"other").json() == {"result": None}
+    assert client.get("/set/e/v", params={"PX": "5000", "_token": "ignored"}).json() == {
+        "result": "OK"
+    }
+    assert 0 < flush_redis.pttl("e") <= 5000
+    refused = client.post("/", params={"EX": "1"}, json=["SET", "j", "v"])
+    assert refused.status_code == 400 and "query parameters (EX, 1)" in refused.json()["error"]
+    assert flush_redis.exists("j") == 0
+
+
+def test_commands_upstash_serves_work_on_the_embedded_server(
+    client: httpx.Client, flush_redis: redis.Redis
+) -> None:
+    """Commands Upstash's SDK tests use that Redis 6.2 (our earlier server) lacked."""
+
+    def run(*command: Any) -> Any:
+        response = client.post("/", json=list(command))
+        assert response.status_code == 200, (command, response.text)
+        return response.json()["result"]
+
+    run("GEOADD", "g", 13.361389, 38.115556, "Palermo", 15.087269, 37.502669, "Catania")
+    assert float(run("GEODIST", "g", "Palermo", "Catania", "km")) == pytest.approx(166.27, 0.01)
+    near = run("GEOSEARCH", "g", "FROMLONLAT", 15, 37, "BYBOX", 400, 400, "KM", "ASC", "WITHDIST")
+    assert [name for name, _ in near] == ["Catania", "Palermo"]
+    run("SET", "k", "v")
+    assert run("EXPIRE", "k", 100, "NX") == 1
+    assert run("EXPIRE", "k", 200, "NX") == 0
+    assert run("EXPIRE", "k", 50, "GT") == 0
+    assert run("EXPIRE", "k", 300, "GT") == 1
+    assert run("EXPIRE", "k", 10, "XX") == 1 and run("TTL", "k") <= 10
+    assert run("GETEX", "k", "PERSIST") == "v" and run("TTL", "k") == -1
+    assert run("EVAL_RO", "return redis.call('GET', KEYS[1])", 1, "k") == "v"
+    run("RPUSH", "l", "a", "b", "c")
+    assert run("LMPOP", 2, "missing", "l", "RIGHT", "COUNT", 2) == ["l", ["c", "b"]]
+    run("ZADD", "z", 1, "one", 2, "two")
+    assert run("ZMPOP", 1, "z", "MIN") == ["z", [["one", "1"]]]
+    run("SADD", "s1", "a", "b")
+    run("SADD", "s2", "b", "c")
+    assert run("SINTERCARD", 2, "s1", "s2") == 1
+    assert run("OBJECT", "ENCODING", "l") == "listpack"
+    assert run("BITCOUNT", "k", 0, 3, "BIT") == 3  # "v" is 0b0111_0110
+    assert run("SET", "k", "w", "GET") == "v"

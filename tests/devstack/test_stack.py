@@ -205,7 +205,9 @@ def test_dev_prints_working_variables_and_ctrl_c_stops_every_service(tmp_path: P
         assert httpx.get(f"{worker}/healthz", timeout=10).json()["role"] == "worker"
         assert httpx.get(f"{api}/healthz", timeout=10).json()["role"] == "api"
         tree = dev.descendants()
-        assert any("redis-server" in c for c in _names(tree)), _names(tree)
+        # The embedded server by default: the pinned valkey-server, named in the output.
+        assert any("valkey-server" in c for c in _names(tree)), _names(tree)
+        assert "# redis server: valkey 8.1.8" in dev.printed().splitlines()
 
         dev.proc.send_signal(signal.SIGINT)  # what Ctrl-C sends
         try:

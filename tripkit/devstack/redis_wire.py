@@ -38,7 +38,22 @@ class ErrorReply(str):
         return self.split(" ", 1)[0]
 
 
-Reply: TypeAlias = "SimpleString | ErrorReply | bytes | int | list[Reply] | None"
+class NullArray:
+    """RESP2's null array ``*-1`` (a non-blocking ``XREAD`` with nothing new, ...).
+
+    JSON shows it as null like the null bulk string ``$-1``; it is kept apart so that an
+    ``Upstash-Response-Format: resp2`` answer is byte for byte what Redis sent.
+    """
+
+    __slots__ = ()
+
+    def __repr__(self) -> str:
+        return "NULL_ARRAY"
+
+
+NULL_ARRAY = NullArray()
+
+Reply: TypeAlias = "SimpleString | ErrorReply | bytes | int | list[Reply] | NullArray | None"
 Arg: TypeAlias = "str | bytes | bytearray | memoryview | int | float"
 
 
@@ -62,6 +77,23 @@ def encode_command(args: Sequence[Arg]) -> bytes:
     return b"".join(out)
 
 
+def encode_reply(reply: Reply) -> bytes:
+    """A reply back in RESP2, as Redis itself would have written it."""
+    if isinstance(reply, SimpleString):
+        return b"+%b\r\n" % reply.encode("utf-8")
+    if isinstance(reply, ErrorReply):
+        return b"-%b\r\n" % reply.encode("utf-8")
+    if isinstance(reply, bytes):
+        return b"$%d\r\n%b\r\n" % (len(reply), reply)
+    if isinstance(reply, int):
+        return b":%d\r\n" % reply
+    if isinstance(reply, list):
+        return b"*%d\r\n" % len(reply) + b"".join(encode_reply(item) for item in reply)
+    if isinstance(reply, NullArray):
+        return b"*-1\r\n"
+    return b"$-1\r\n"
+
+
 async def read_reply(reader: asyncio.StreamReader) -> Reply:
     """Read one complete RESP2 reply (recursively for arrays)."""
     line = await reader.readuntil(b"\r\n")
@@ -83,7 +115,7 @@ async def read_reply(reader: asyncio.StreamReader) -> Reply:
     if kind == b"*":
         count = int(body)
         if count < 0:
-            return None
+            return NULL_ARRAY
         return [await read_reply(reader) for _ in range(count)]
     raise StoreError(f"Redis protocol error: unexpected reply type {kind!r}.")
 

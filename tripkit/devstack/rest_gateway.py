@@ -4,8 +4,10 @@ Upstash recommends SRH (a Docker image) as the local stand-in for
 ``UPSTASH_REDIS_REST_URL``; Docker does not run everywhere, so this is ours: a small
 Starlette app that checks the bearer token, forwards commands over RESP (see
 :mod:`tripkit.devstack.redis_wire`) and shapes the answers the way Upstash does, including
-``/pipeline``, ``/multi-exec``, ``Upstash-Encoding: base64`` and the pub/sub stream
-``POST /subscribe/<channel>`` (server-sent events, one Redis connection per stream).
+``/pipeline``, ``/multi-exec``, ``Upstash-Encoding: base64``,
+``Upstash-Response-Format: resp2`` and the pub/sub stream ``POST /subscribe/<channel>``
+(server-sent events, one Redis connection per stream). An ``Upstash-*`` header it does
+not implement is refused, never ignored.
 
 Run it alone with ``python -m tripkit.devstack.rest_gateway --port 8079 --redis-url URL``
 (the token comes from ``--token`` or ``UPSTASH_REDIS_REST_TOKEN``).
@@ -23,9 +25,10 @@ import logging
 import os
 import sys
 import time
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any, TypeAlias
-from urllib.parse import unquote_to_bytes
+from urllib.parse import parse_qsl, unquote_to_bytes
 
 from sse_starlette import EventSourceResponse, ServerSentEvent
 from starlette.applications import Starlette
@@ -37,10 +40,12 @@ from starlette.types import Receive, Scope, Send
 from tripkit.devstack import serving
 from tripkit.devstack.redis_wire import (
     ErrorReply,
+    NullArray,
     Reply,
     RespConnection,
     RespPool,
     SimpleString,
+    encode_reply,
 )
 from tripkit.errors import ConfigError, StoreError, TripkitError
 
@@ -51,8 +56,23 @@ TOKEN_ENV = "UPSTASH_REDIS_REST_TOKEN"
 AUTH_ERROR = "WRONGPASS invalid or missing auth token"
 SYNC_TOKEN_HEADER = "upstash-sync-token"
 _ALLOWED_METHODS = frozenset({"HEAD", "GET", "POST", "PUT"})
+ENCODING_HEADER = "upstash-encoding"
+FORMAT_HEADER = "upstash-response-format"
+#: Request headers with nothing to do here: the sync token asks for read-your-writes, which
+#: one server always gives; the SDKs' telemetry only feeds Upstash's statistics.
+_HONOURED_AS_IS = frozenset(
+    {
+        SYNC_TOKEN_HEADER,
+        "upstash-telemetry-sdk",
+        "upstash-telemetry-runtime",
+        "upstash-telemetry-platform",
+    }
+)
+_KNOWN_HEADERS = frozenset({ENCODING_HEADER, FORMAT_HEADER, *_HONOURED_AS_IS})
+_TOKEN_PARAM = "_token"
 
 Json: TypeAlias = "str | int | list[Json] | dict[str, Json] | None"
+_RESP2_TYPE = "application/octet-stream"
 Command: TypeAlias = list[bytes]
 
 # Commands that would block a pooled connection, stream forever, or change the state of
@@ -122,6 +142,46 @@ def unsupported_reason(command: Sequence[bytes]) -> str | None:
     return None
 
 
+@dataclass(frozen=True)
+class ReplyFormat:
+    """How the client asked for its answer, from the ``Upstash-*`` request headers."""
+
+    b64: bool = False  # Upstash-Encoding: base64
+    resp2: bool = False  # Upstash-Response-Format: resp2
+
+
+def reply_format(headers: Mapping[str, str]) -> ReplyFormat:
+    """Read the ``Upstash-*`` headers; refuse any this gateway does not implement.
+
+    Upstash documents ``Upstash-Encoding: base64`` and ``Upstash-Response-Format``
+    (``json``, the default, or ``resp2``; any other value and resp2 with base64 are a
+    400). A header accepted and ignored would make a local run quietly unlike
+    production, so an unknown one is an error that names it.
+    """
+    for name in headers:
+        lowered = name.lower()
+        if lowered.startswith("upstash-") and lowered not in _KNOWN_HEADERS:
+            shown = "-".join(part.capitalize() for part in lowered.split("-"))
+            raise _HttpError(
+                400,
+                f"ERR the {shown} header is not supported by this gateway; it implements "
+                "Upstash-Encoding, Upstash-Response-Format and Upstash-Sync-Token",
+            )
+    encoding = headers.get(ENCODING_HEADER, "").strip()
+    if encoding and encoding.lower() != "base64":
+        raise _HttpError(
+            400, f"ERR invalid Upstash-Encoding {encoding!r}: the only encoding is base64"
+        )
+    form = headers.get(FORMAT_HEADER, "").strip().lower() or "json"
+    if form not in ("json", "resp2"):
+        raise _HttpError(400, f"ERR invalid Upstash-Response-Format {form!r}: use json or resp2")
+    if form == "resp2" and encoding:
+        raise _HttpError(
+            400, "ERR Upstash-Encoding: base64 is not allowed with Upstash-Response-Format: resp2"
+        )
+    return ReplyFormat(b64=bool(encoding), resp2=form == "resp2")
+
+
 def to_json(reply: Reply, *, b64: bool) -> Json:
     """Shape a reply like Upstash: base64 strings except the status ``OK`` when asked."""
     if isinstance(reply, ErrorReply):
@@ -136,6 +196,8 @@ def to_json(reply: Reply, *, b64: bool) -> Json:
         return reply.decode("utf-8", "replace")
     if isinstance(reply, list):
         return [to_json(item, b64=b64) for item in reply]
+    if isinstance(reply, NullArray):
+        return None
     return reply
 
 
@@ -146,21 +208,35 @@ def _item(reply: Reply, *, b64: bool) -> dict[str, Json]:
 
 
 def _parse_command(value: Any, where: str) -> Command:
+    """A JSON array as Redis arguments: strings, numbers and booleans, as Upstash takes them.
+
+    Upstash's SDKs send booleans as JSON booleans (``set("k", True)``); they reach Redis
+    as their JSON text, ``true``/``false``. Null, arrays and objects have no argument
+    form and are refused (the SDKs stringify objects themselves).
+    """
     if not isinstance(value, list):
-        raise _HttpError(400, f"ERR {where}: expected a JSON array of strings and numbers")
+        raise _HttpError(
+            400, f"ERR {where}: expected a JSON array of strings, numbers and booleans"
+        )
     if not value:
         raise _HttpError(400, f"ERR {where}: empty command")
     command: Command = []
     for arg in value:
         if isinstance(arg, str):
             command.append(arg.encode("utf-8"))
-        elif isinstance(arg, int) and not isinstance(arg, bool):
+        elif isinstance(arg, bool):
+            command.append(b"true" if arg else b"false")
+        elif isinstance(arg, int):
             command.append(str(arg).encode("ascii"))
         elif isinstance(arg, _Number):
             command.append(arg.text.encode("ascii"))
         else:
-            kind = {bool: "a boolean", list: "an array", dict: "an object"}.get(type(arg), "null")
-            raise _HttpError(400, f"ERR {where}: arguments must be strings or numbers, not {kind}")
+            kind = "an array" if isinstance(arg, list) else "an object"
+            kind = "null" if arg is None else kind
+            raise _HttpError(
+                400,
+                f"ERR {where}: arguments must be strings, numbers or booleans, not {kind}",
+            )
     return command
 
 
@@ -244,9 +320,16 @@ class _Gateway:
             self._pool = None
 
     def respond(self, status: int, content: Json) -> Response:
-        return JSONResponse(
-            content, status_code=status, headers={SYNC_TOKEN_HEADER: str(next(self._sync))}
+        return JSONResponse(content, status_code=status, headers=self._sync_header())
+
+    def respond_resp2(self, status: int, content: bytes) -> Response:
+        """An ``Upstash-Response-Format: resp2`` answer: Redis's own bytes."""
+        return Response(
+            content, status_code=status, media_type=_RESP2_TYPE, headers=self._sync_header()
         )
+
+    def _sync_header(self) -> dict[str, str]:
+        return {SYNC_TOKEN_HEADER: str(next(self._sync))}
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         """A raw ASGI app, so Starlette's router does not answer 405 in plain text."""
@@ -274,9 +357,10 @@ class _Gateway:
             raise _HttpError(405, f"ERR method {request.method} not allowed")
         if not _check_token(request, self._token):
             raise _HttpError(401, AUTH_ERROR)
-        b64 = request.headers.get("upstash-encoding", "").strip().lower() == "base64"
+        fmt = reply_format(request.headers)
         raw_path: bytes = request.scope.get("raw_path") or request.url.path.encode()
         segments = [unquote_to_bytes(s) for s in raw_path.split(b"?", 1)[0].split(b"/") if s]
+        options = _query_arguments(request)
         body = await _read_body(request, self._max)
 
         if segments and segments[0].lower() == b"subscribe":
@@ -284,26 +368,34 @@ class _Gateway:
         if segments in ([b"pipeline"], [b"multi-exec"]):
             if request.method not in ("POST", "PUT"):
                 raise _HttpError(405, f"ERR use POST for /{segments[0].decode()}")
+            _no_query_arguments(options, f"/{segments[0].decode()}")
             commands = self._parse_batch(body)
-            if segments == [b"pipeline"]:
-                return self.respond(200, await self._pipeline(commands, b64=b64))
-            return await self._multi_exec(commands, b64=b64)
+            if segments == [b"multi-exec"]:
+                # Upstash answers a transaction in JSON whatever the response format.
+                return await self._multi_exec(commands, b64=fmt.b64)
+            replies = await self._pipeline(commands)
+            if fmt.resp2:
+                return self.respond_resp2(200, b"".join(encode_reply(r) for r in replies))
+            return self.respond(200, [_item(reply, b64=fmt.b64) for reply in replies])
 
         if segments:
             command: Command = segments
             if body and request.method in ("POST", "PUT"):
                 command.append(body)  # path style with the value in the body
+            command += options  # the arguments after the value: /set/k?EX=100
         else:
+            _no_query_arguments(options, "a command in the body")
             if not body.strip():
                 raise _HttpError(400, 'ERR empty command: POST a JSON array such as ["PING"]')
             command = _parse_command(_load_json(body), "command")
         reason = unsupported_reason(command)
-        if reason is not None:
-            raise _HttpError(400, reason)
-        reply = await self.pool.execute(*command)
+        reply: Reply = ErrorReply(reason) if reason else await self.pool.execute(*command)
+        status = 400 if isinstance(reply, ErrorReply) else 200
+        if fmt.resp2:
+            return self.respond_resp2(status, encode_reply(reply))
         if isinstance(reply, ErrorReply):
             raise _HttpError(400, str(reply))
-        return self.respond(200, {"result": to_json(reply, b64=b64)})
+        return self.respond(200, {"result": to_json(reply, b64=fmt.b64)})
 
     async def _subscribe(self, request: Request, channels: list[bytes], body: bytes) -> Response:
         """Upstash's pub/sub over REST: ``POST /subscribe/<channel>`` with ``Accept:
@@ -338,21 +430,21 @@ class _Gateway:
             raise _HttpError(400, "ERR expected a non-empty JSON array of commands (arrays)")
         return [_parse_command(cmd, f"command {i + 1}") for i, cmd in enumerate(value)]
 
-    async def _pipeline(self, commands: list[Command], *, b64: bool) -> list[Json]:
-        """Not atomic: every command runs, each gets its own result or error."""
-        results: list[Json] = [None] * len(commands)
+    async def _pipeline(self, commands: list[Command]) -> list[Reply]:
+        """Not atomic: every command runs, each gets its own reply or error."""
+        replies: list[Reply] = [None] * len(commands)
         to_send: list[tuple[int, Command]] = []
         for i, command in enumerate(commands):
             reason = unsupported_reason(command)
             if reason is not None:
-                results[i] = {"error": reason}
+                replies[i] = ErrorReply(reason)
             else:
                 to_send.append((i, command))
         if to_send:
-            replies = await self.pool.execute_many([cmd for _, cmd in to_send])
-            for (i, _), reply in zip(to_send, replies, strict=True):
-                results[i] = _item(reply, b64=b64)
-        return results
+            answered = await self.pool.execute_many([cmd for _, cmd in to_send])
+            for (i, _), reply in zip(to_send, answered, strict=True):
+                replies[i] = reply
+        return replies
 
     async def _multi_exec(self, commands: list[Command], *, b64: bool) -> Response:
         """MULTI, the commands, EXEC on one connection; queue-time errors abort it all."""
@@ -402,6 +494,35 @@ async def _messages(
             payload = reply[2]
             text = payload.decode("utf-8", "replace") if isinstance(payload, bytes) else payload
             yield ServerSentEvent(data=f"message,{channel},{text}", sep="\n")
+
+
+def _query_arguments(request: Request) -> Command:
+    """Query parameters but ``_token``, in order, as the arguments they stand for.
+
+    Upstash reads ``POST /set/k?EX=100`` (the value in the body) as ``SET k <body> EX 100``;
+    a parameter without a value (``?NX``) is one argument.
+    """
+    query: bytes = request.scope.get("query_string", b"")
+    arguments: Command = []
+    # latin-1 both ways: every byte, escaped or not, reaches Redis unchanged.
+    pairs = parse_qsl(query.decode("latin-1"), keep_blank_values=True, encoding="latin-1")
+    for name, value in pairs:
+        if name == _TOKEN_PARAM:
+            continue
+        arguments.append(name.encode("latin-1"))
+        if value:
+            arguments.append(value.encode("latin-1"))
+    return arguments
+
+
+def _no_query_arguments(arguments: Command, where: str) -> None:
+    if arguments:
+        names = ", ".join(a.decode("utf-8", "replace") for a in arguments[:3])
+        raise _HttpError(
+            400,
+            f"ERR query parameters ({names}) only add arguments to a path-style command, "
+            f"not to {where}; put them in the JSON array",
+        )
 
 
 def create_app(

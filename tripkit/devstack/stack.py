@@ -32,9 +32,11 @@ from pathlib import Path
 from typing import IO, Literal
 
 import httpx
+import redis as redis_py
 
 from tripkit.devstack import process, serving
 from tripkit.devstack.process import Managed
+from tripkit.devstack.redis_server import server_version
 from tripkit.devstack.serving import free_port
 from tripkit.errors import TripkitError
 
@@ -149,6 +151,17 @@ class Service:
             self._log = None
 
 
+def _server_version(url: str) -> str:
+    """What the running server says it is (``INFO server``), for `tripkit dev` to show."""
+    client = redis_py.Redis.from_url(url, socket_timeout=READY_TIMEOUT)
+    try:
+        return server_version(client.info("server"))
+    except redis_py.RedisError as exc:
+        raise StackError(f"The embedded Redis at {url} did not answer INFO: {exc}") from None
+    finally:
+        client.close()
+
+
 def _role(name: str) -> str:
     """The ``TRIPKIT_ROLE`` of an app process by its service name (``worker-2``: worker)."""
     return "all" if name == "app" else name.split("-")[0]
@@ -177,6 +190,7 @@ class LocalStack(Managed):
         self._worker_socket: socket.socket | None = None
         self.api_url = ""
         self.worker_url = ""
+        self.redis_version = ""  # ``valkey 8.1.8``: what the embedded server reports
 
     @property
     def app_restarts(self) -> int:
@@ -232,6 +246,7 @@ class LocalStack(Managed):
         )
         redis.wait_ready()
         self.redis_url = redis.value
+        self.redis_version = _server_version(self.redis_url)
 
         gateway = self._service(
             "rest-gateway",

@@ -31,11 +31,12 @@ class RedisCommandCounter:
 
     def counts(self) -> dict[str, int]:
         stats = self._client.info("commandstats")
-        out = {}
+        out: dict[str, int] = {}
         for name, value in stats.items():
-            command = name.removeprefix("cmdstat_").upper()
+            # Redis 7+ and Valkey count subcommands apart (``config|resetstat``).
+            command = name.removeprefix("cmdstat_").split("|", 1)[0].upper()
             if command not in ("INFO", "CONFIG"):
-                out[command] = int(value["calls"])
+                out[command] = out.get(command, 0) + int(value["calls"])
         return out
 
     def settled(self, quiet: float = 0.5, timeout: float = 10.0) -> dict[str, int]:
