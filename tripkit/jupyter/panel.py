@@ -7,6 +7,13 @@ panel, so it does not matter which cells ran before the button was pressed. Widg
 updated by setting their values (never ``clear_output`` in a loop), from tasks on the
 kernel's own event loop, which is what keeps them working under nbval and papermill.
 
+Two ways to follow a session, chosen with the panel's **follow by** toggle (the
+notebook's ``mode``): ``poll``, the original app's way (``GET /api/session/{id}`` every
+``poll_interval`` seconds, one Redis command each), or ``push`` (one read, then the
+session's events from ``GET /api/session/{id}/events`` as the worker writes them, and one
+read at the end). Both show the same: the summaries as they land, then the bundles and
+the timeline of the final document.
+
 :meth:`GenerationPanel.shared` hands a re-run notebook (Run All) the panel it already
 shows, so a session being followed is not lost with the old widgets.
 """
@@ -15,10 +22,10 @@ from __future__ import annotations
 
 import asyncio
 import html
-from collections.abc import AsyncIterator, Iterator
-from contextlib import contextmanager
+from collections.abc import AsyncGenerator, Iterator
+from contextlib import aclosing, contextmanager
 from datetime import date, datetime, timedelta
-from typing import Any
+from typing import Any, Final, Literal, cast, get_args
 
 import annotated_types
 import ipywidgets as w
@@ -26,6 +33,7 @@ import pandas as pd
 from pydantic import ValidationError
 from pydantic_core import ErrorDetails
 
+from tripkit import events
 from tripkit.api_client import ApiClient
 from tripkit.config import Settings
 from tripkit.errors import ConfigError, TripkitError
@@ -42,6 +50,10 @@ from tripkit.models import (
 from tripkit.store import SessionStore
 
 SAMPLE = SAMPLE_PREFERENCES
+Mode = Literal["poll", "push"]
+MODES: Final[tuple[Mode, ...]] = get_args(Mode)
+#: How long a session is followed before the panel gives up on it, in either mode.
+FOLLOW_TIMEOUT = 3600.0
 CURRENCIES = ["EUR", "USD", "GBP", "CHF", "JPY", "AUD", "CAD", "SEK", "NOK", "DKK"]
 #: What to do when the restore box is empty.
 RESTORE_HINT = (
@@ -184,13 +196,27 @@ class GenerationPanel:
         settings: Settings | None = None,
         *,
         poll_interval: float = 2.0,
+        mode: str = "poll",
         defaults: Preferences = SAMPLE,
     ) -> None:
         self.api_url = api_url
         self.settings = settings
         self.poll_interval = poll_interval
+        self.follow_by = w.ToggleButtons(
+            options=MODES,
+            description="follow by",
+            tooltips=[
+                "GET /api/session/{id} every poll interval, as the original app does",
+                "the session's events by push, the moment the worker writes them",
+            ],
+            style={"button_width": "60px", "description_width": "70px"},
+        )
+        self.mode = mode
         self.session: Session | None = None
+        #: Session reads (``GET /api/session/{id}``) of the last follow.
         self.polls = 0
+        #: Events received by push in the last follow.
+        self.pushed = 0
         self.following = False
         self.last_error: str | None = None
         self._task: asyncio.Task[Session | None] | None = None
@@ -250,9 +276,27 @@ class GenerationPanel:
         )
         self.widget.add_class("tripkit-panel")
 
+    @property
+    def mode(self) -> Mode:
+        """``poll`` or ``push``: how the next session is followed (the toggle's value)."""
+        return cast(Mode, self.follow_by.value)
+
+    @mode.setter
+    def mode(self, value: str) -> None:
+        if value not in MODES:
+            raise ConfigError(
+                f"Unknown panel mode {value!r}.",
+                remedy='Set mode = "poll" (the app\'s polling every 2 s) or mode = "push" '
+                "(events from GET /api/session/{id}/events).",
+            )
+        self.follow_by.value = value
+
     @classmethod
-    def shared(cls, target: Target, *, poll_interval: float | None = None) -> GenerationPanel:
-        """The kernel's panel for ``target``'s API, made on the first call.
+    def shared(
+        cls, target: Target, *, poll_interval: float | None = None, mode: str | None = None
+    ) -> GenerationPanel:
+        """The kernel's panel for ``target``'s API, made on the first call; ``mode`` (when
+        given) sets how the next session is followed.
 
         Run All executes the notebook again while a generation may be followed; a new panel
         would show empty widgets while the old one kept the session out of sight.
@@ -270,6 +314,8 @@ class GenerationPanel:
             _panels[target.api_url] = panel
         panel.settings = target.settings
         panel.poll_interval = interval
+        if mode is not None:
+            panel.mode = mode
         return panel
 
     def _show_dates(self) -> None:
@@ -286,8 +332,9 @@ class GenerationPanel:
         self.restore_button = w.Button(description="Restore session")
         self.generate_button.on_click(lambda _: self._start(self.generate()))
         self.restore_button.on_click(lambda _: self._start(self.restore(self.restore_id.value)))
-        self.buttons = [self.generate_button, self.restore_button]
-        return w.HBox([self.generate_button, self.restore_id, self.restore_button])
+        #: Disabled while a session is followed.
+        self.buttons = [self.generate_button, self.restore_button, self.follow_by]
+        return w.HBox([self.generate_button, self.follow_by, self.restore_id, self.restore_button])
 
     def preferences(self) -> Preferences:
         """The form as validated preferences (raises ``ValidationError``)."""
@@ -408,16 +455,49 @@ class GenerationPanel:
                 self._fail(str(exc))
                 return None
 
-    def _updates(self, api: ApiClient, session_id: str) -> AsyncIterator[Session]:
-        """Where the session's states come from: the API, polled as the app polls it."""
-        return api.watch(session_id, interval=self.poll_interval, timeout=3600)
+    def _updates(self, api: ApiClient, session_id: str) -> AsyncGenerator[Session, None]:
+        """Where the session's states come from, in the panel's mode."""
+        if self.mode == "push":
+            return self._pushed(api, session_id)
+        return api.watch(session_id, interval=self.poll_interval)
+
+    async def _pushed(self, api: ApiClient, session_id: str) -> AsyncGenerator[Session, None]:
+        """The session by push: read once (what it is so far), then fold in each event
+        after that read as it comes, then read the final document, so the bundles and
+        the timeline are exactly what poll mode ends with."""
+        session = await api.session(session_id)
+        yield session
+        if session.is_final:
+            return
+        after = events.derive(session)[-1].id
+        async with aclosing(api.follow(session_id, after)) as stream:
+            async for event in stream:
+                self.pushed += 1
+                session = events.apply(session, event)
+                if not event.is_final:
+                    yield session
+        yield await api.session(session_id)
 
     async def _follow(self, api: ApiClient, session_id: str) -> Session:
         """Show every state of the session until it ends, then its bundles and timeline."""
         session: Session | None = None
-        async for session in self._updates(api, session_id):
-            self.show(session)
-        self.polls = api.polls
+        self.pushed = 0
+        try:
+            async with (
+                asyncio.timeout(FOLLOW_TIMEOUT),
+                aclosing(self._updates(api, session_id)) as updates,
+            ):
+                async for session in updates:
+                    self.show(session)
+        except TimeoutError:
+            state = session.status.value if session else "unread"
+            raise TripkitError(
+                f"Session {session_id} is still {state} after {FOLLOW_TIMEOUT:.0f} s.",
+                remedy="A generation that never ends? Check that the worker is running "
+                "(Inngest dashboard, or `tripkit check`).",
+            ) from None
+        finally:
+            self.polls = api.polls
         assert session is not None
         self.show_results(session, await self._run_record(session_id))
         return session
