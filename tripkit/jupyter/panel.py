@@ -204,12 +204,11 @@ class GenerationPanel:
         self.poll_interval = poll_interval
         self.follow_by = w.ToggleButtons(
             options=MODES,
-            description="follow by",
             tooltips=[
                 "GET /api/session/{id} every poll interval, as the original app does",
                 "the session's events by push, the moment the worker writes them",
             ],
-            style={"button_width": "60px", "description_width": "70px"},
+            style={"button_width": "60px"},
         )
         self.mode = mode
         self.session: Session | None = None
@@ -326,15 +325,22 @@ class GenerationPanel:
         for widget in (self.length, self.days_label):
             widget.layout.display = "none" if exact else None
 
-    def _actions(self) -> w.HBox:
-        """The buttons, in one place: each starts a job that follows a session."""
+    def _actions(self) -> w.VBox:
+        """The buttons, in one place: each starts a job that follows a session, the way
+        the toggle above them says."""
         self.generate_button = w.Button(description="Generate Bundles", button_style="primary")
         self.restore_button = w.Button(description="Restore session")
         self.generate_button.on_click(lambda _: self._start(self.generate()))
         self.restore_button.on_click(lambda _: self._start(self.restore(self.restore_id.value)))
         #: Disabled while a session is followed.
         self.buttons = [self.generate_button, self.restore_button, self.follow_by]
-        return w.HBox([self.generate_button, self.follow_by, self.restore_id, self.restore_button])
+        label = w.Label("Follow by", layout=w.Layout(width="110px"))
+        return w.VBox(
+            [
+                w.HBox([label, self.follow_by]),
+                w.HBox([self.generate_button, self.restore_id, self.restore_button]),
+            ]
+        )
 
     def preferences(self) -> Preferences:
         """The form as validated preferences (raises ``ValidationError``)."""
