@@ -134,6 +134,10 @@ def test_notebook_02_names_the_field_to_fix(page: Any, local_lab: Lab) -> None:
 def test_notebook_01_shows_a_wrong_upstash_token_and_its_remedy(page: Any, real_lab: Lab) -> None:
     page.goto(real_lab.url("01_setup_walkthrough.ipynb"))
     page.locator(".jp-Notebook").wait_for()
+    # the legend shows the tables' badges: the word on its colour, kept by the sanitizer
+    legend = page.locator(".jp-RenderedMarkdown span", has_text=re.compile(r"^FAIL$")).first
+    colour = legend.evaluate("(e) => getComputedStyle(e).backgroundColor")
+    assert colour == "rgb(207, 34, 46)", colour  # MARK_COLOURS[FAIL], #cf222e
     run_all(page)
     # the last cell's table: every check before it has run
     page.get_by_text("Session not found").first.wait_for(timeout=90_000)
