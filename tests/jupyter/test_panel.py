@@ -211,3 +211,30 @@ async def test_push_mode_shows_each_summary_as_it_lands_then_what_poll_mode_show
     # an unknown id is an error in push mode too, replacing the results
     assert await panel.restore("f" * 32) is None and "not found" in panel.status.value.lower()
     assert panel.summaries.value == panel.bundles.value == ""
+
+
+@pytest.mark.parametrize("mode", ["poll", "push"])
+async def test_cancel_stops_the_followed_run_and_shows_it_cancelled(
+    stack: LocalStack, model_control: ModelControl, mode: str
+) -> None:
+    # bundles 2 and 3 are retried (50-200 ms backoffs each): time to cancel mid-run
+    model_control.fault(status=500, times=3, task="bundle", index=1)
+    model_control.fault(status=500, times=3, task="bundle", index=2)
+    panel = GenerationPanel(stack.api_url, _stack_settings(stack), poll_interval=0.1, mode=mode)
+    assert panel.cancel_button.disabled and await panel.cancel() is None
+    assert "nothing to cancel" in panel.status.value
+    task = asyncio.ensure_future(panel.generate(PREFS.model_copy(update={"bundle_count": 3})))
+    async with asyncio.timeout(30):
+        while panel.session is None or panel.session.progress.done < 1:
+            await asyncio.sleep(0.02)
+    assert not panel.cancel_button.disabled and panel.generate_button.disabled
+    cancelled = await panel.cancel()
+    assert cancelled is not None and cancelled.status is Status.CANCELLED
+    session = await task
+    assert session is not None and session.status is Status.CANCELLED
+    assert session.session_id == cancelled.session_id and session.progress.done < 3
+    assert f"<b>cancelled</b> ({session.error})" in panel.status.value
+    assert panel.bundles.value == "" and "<td>cancelled</td>" in panel.timeline.value
+    assert panel.cancel_button.disabled and not panel.generate_button.disabled
+    # the session stays cancelled: nothing the run did after the cancel overwrote it
+    assert await panel.restore(session.session_id) == session

@@ -34,7 +34,7 @@ from pydantic import ValidationError
 from pydantic_core import ErrorDetails
 
 from tripkit import events
-from tripkit.api_client import ApiClient
+from tripkit.api_client import ApiClient, ApiError
 from tripkit.config import Settings
 from tripkit.errors import ConfigError, TripkitError
 from tripkit.jupyter.targets import Target
@@ -219,6 +219,8 @@ class GenerationPanel:
         self.following = False
         self.last_error: str | None = None
         self._task: asyncio.Task[Session | None] | None = None
+        #: The id of the session being followed, while it is.
+        self.followed: str | None = None
 
         days = defaults.days
         self.interests = w.TagsInput(value=list(defaults.interests), allow_duplicates=False)
@@ -330,15 +332,33 @@ class GenerationPanel:
         the toggle above them says."""
         self.generate_button = w.Button(description="Generate Bundles", button_style="primary")
         self.restore_button = w.Button(description="Restore session")
+        # Enabled only while a session is followed: the run stops at its next step.
+        self.cancel_button = w.Button(
+            description="Cancel",
+            button_style="danger",
+            disabled=True,
+            tooltip="Stop the generation being followed",
+        )
         self.generate_button.on_click(lambda _: self._start(self.generate()))
         self.restore_button.on_click(lambda _: self._start(self.restore(self.restore_id.value)))
+        # Not _start: the follow's task stays the one to wait for.
+        self.cancel_button.on_click(
+            lambda _: asyncio.ensure_future(self.cancel()).add_done_callback(self._done)
+        )
         #: Disabled while a session is followed.
         self.buttons = [self.generate_button, self.restore_button, self.follow_by]
         label = w.Label("Follow by", layout=w.Layout(width="110px"))
         return w.VBox(
             [
                 w.HBox([label, self.follow_by]),
-                w.HBox([self.generate_button, self.restore_id, self.restore_button]),
+                w.HBox(
+                    [
+                        self.generate_button,
+                        self.cancel_button,
+                        self.restore_id,
+                        self.restore_button,
+                    ]
+                ),
             ]
         )
 
@@ -488,6 +508,8 @@ class GenerationPanel:
         """Show every state of the session until it ends, then its bundles and timeline."""
         session: Session | None = None
         self.pushed = 0
+        self.followed = session_id
+        self.cancel_button.disabled = False
         try:
             async with (
                 asyncio.timeout(FOLLOW_TIMEOUT),
@@ -504,9 +526,31 @@ class GenerationPanel:
             ) from None
         finally:
             self.polls = api.polls
+            self.followed = None
+            self.cancel_button.disabled = True
         assert session is not None
         self.show_results(session, await self._run_record(session_id))
         return session
+
+    async def cancel(self) -> Session | None:
+        """Cancel the generation being followed (``POST /api/session/{id}/cancel``); the
+        follow then shows the session's final ``cancelled`` state. Returns the cancelled
+        session, or ``None`` when nothing was cancelled (the reason is shown)."""
+        session_id = self.followed
+        if session_id is None:
+            self.status.value = "No generation is being followed: there is nothing to cancel."
+            return None
+        self.cancel_button.disabled = True
+        self.status.value = f"Cancelling session <code>{session_id}</code>..."
+        try:
+            async with ApiClient(self.api_url) as api:
+                return await api.cancel(session_id)
+        except TripkitError as exc:
+            if isinstance(exc, ApiError) and exc.status == 409:
+                return None  # it finished first: the follow shows how
+            self.status.value = _red(f"<b>Not cancelled:</b> {html.escape(str(exc))}")
+            self.cancel_button.disabled = self.followed != session_id
+            return None
 
     async def _run_record(self, session_id: str) -> RunRecord | None:
         # A store per read: its connections belong to the event loop that opened them.
@@ -525,8 +569,9 @@ class GenerationPanel:
             self.last_error = f"Failed: {session.error}"
             self.status.value = _red(f"<b>Failed:</b> {html.escape(str(session.error))}")
         else:
+            why = f" ({html.escape(session.error)})" if session.error else ""
             self.status.value = (
-                f"Session <code>{session.session_id}</code>: <b>{state}</b>, "
+                f"Session <code>{session.session_id}</code>: <b>{state}</b>{why}, "
                 f"{session.progress.done} of {session.progress.total} summaries"
             )
         self.summaries.value = summaries_html(session)
