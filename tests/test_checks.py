@@ -23,6 +23,7 @@ from tripkit.checks import (
     check_environment,
     diagnose,
     format_text,
+    read_environment,
     run_checks,
     select,
     summary_table,
@@ -31,6 +32,7 @@ from tripkit.checks.endpoints import reach
 from tripkit.config import Settings, load_settings
 from tripkit.devstack.model_server import BackgroundServer, ModelServerConfig
 from tripkit.devstack.stack import LocalStack, StackConfig
+from tripkit.paths import ROOT_VAR
 
 ALL_IDS = [i for _, ids in GUIDE_STEPS for i in ids]
 
@@ -442,6 +444,25 @@ async def test_an_unset_variable_says_where_it_was_looked_for(
     assert result.status is CheckStatus.FAIL
     expected = f"{tmp_path / '.env.local'} and {tmp_path / '.env'}"
     assert f"Looked in the environment, {expected}." in result.detail
+
+
+async def test_without_a_folder_the_project_roots_env_local_is_read_from_a_subfolder(
+    clean_env: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """A kernel runs in notebooks/: the dotenv files are the project root's, as for the
+    settings, never the working directory's."""
+    clean_env.delenv(ROOT_VAR, raising=False)
+    (tmp_path / "pyproject.toml").write_text("[project]\nname = 'x'\n")
+    (tmp_path / "notebooks").mkdir()
+    (tmp_path / ".env.local").write_text(f"UPSTASH_REDIS_REST_TOKEN={HEX}\n")
+    clean_env.chdir(tmp_path / "notebooks")
+    raw = read_environment(None)
+    assert raw.get("UPSTASH_REDIS_REST_TOKEN") == HEX
+    [token, key] = await check_environment(
+        None, only=["config.UPSTASH_REDIS_REST_TOKEN", "config.OPENAI_API_KEY"]
+    )
+    assert token.detail.endswith(f"Source: {tmp_path.resolve() / '.env.local'}.")
+    assert key.status is CheckStatus.FAIL and f"{tmp_path.resolve() / '.env.local'}" in key.detail
 
 
 def test_cli_check_fails_the_stack_unless_told_it_is_local(

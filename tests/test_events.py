@@ -165,3 +165,27 @@ def test_cursor_knows_a_client_that_already_has_the_end() -> None:
     Cursor(6).check(states[3])
     with pytest.raises(InvalidEventId, match="beyond this session's last event"):
         Cursor(7).check(states[3])
+
+
+def test_a_client_folding_the_events_holds_the_document_poll_mode_shows() -> None:
+    states = history()
+    # from the first document a client reads, fold each later state's new events
+    held, seen = states[0], {e.id for e in events.derive(states[0])}
+    for state in states[1:]:
+        for event in events.derive(state):
+            if event.id not in seen:
+                seen.add(event.id)
+                held = events.apply(held, event)
+        skip = {"updated_at", "first_summary_at"}  # worker times no event carries
+        assert held.model_dump(exclude=skip) == state.model_dump(exclude=skip)
+    # a repeated event changes nothing, nor does anything after the final one
+    again = events.derive(states[-1])
+    assert events.apply(held, again[2]) == held and events.apply(held, again[1]) == held
+
+
+def test_a_failed_final_event_folds_to_the_failed_document() -> None:
+    running = sessions.add_summary(sessions.start(sessions.new("b" * 32, PREFS)), summary(0))
+    failed = sessions.fail(running, "The model refused: check OPENAI_API_KEY.")
+    held = events.apply(running, events.derive(failed)[-1])
+    assert held.status is Status.FAILED and held.error == failed.error
+    assert held.completed_at == failed.completed_at and held.summaries == running.summaries

@@ -14,7 +14,7 @@ import asyncio
 import json
 import random
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator
 from typing import Any
 
 import httpx
@@ -109,7 +109,7 @@ class ApiClient:
 
     async def watch(
         self, session_id: str, *, interval: float = 2.0, timeout: float | None = None
-    ) -> AsyncIterator[Session]:
+    ) -> AsyncGenerator[Session, None]:
         """Poll every ``interval`` seconds, yielding each state, until a final status."""
         deadline = None if timeout is None else time.monotonic() + timeout
         while True:
@@ -133,7 +133,7 @@ class ApiClient:
         retries: int = 8,
         backoff: tuple[float, float] = (0.2, 5.0),
         read_timeout: float = 60.0,
-    ) -> AsyncIterator[SessionEvent]:
+    ) -> AsyncGenerator[SessionEvent, None]:
         """The session's events by push, after ``last_event_id`` (all without one),
         until the final event. A dropped connection, a read silent for ``read_timeout``
         seconds (the server sends keep-alives far more often) or a 502/503/504 is retried

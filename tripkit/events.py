@@ -23,7 +23,8 @@ saw the first text keeps it, and the final event's bundles are the truth.
 The store publishes the events each write adds (:func:`announced`, as one
 :func:`encode_notification` payload); the push endpoint replays :func:`derive` of the
 document and merges it with the live notifications through a :class:`Cursor`, which
-drops what the client has already seen.
+drops what the client has already seen. A client folds the events back into a document
+with :func:`apply`.
 """
 
 from __future__ import annotations
@@ -152,6 +153,42 @@ def derive(session: Session) -> list[SessionEvent]:
         )
         events.append(SessionEvent(final_id(total), session.status.value, final))
     return events
+
+
+def apply(session: Session, event: SessionEvent) -> Session:
+    """The document a push client holds after ``event``: the client's side of
+    :func:`derive`, so a panel shows the same session whether it polls or follows.
+    The worker's times it cannot know (``first_summary_at``, ``updated_at``) stay as
+    they were; the final event carries everything a final document adds."""
+    data = event.data
+    if session.is_final:
+        return session
+    if isinstance(data, StatusData):
+        if data.status is Status.RUNNING:
+            return session.model_copy(
+                update={"status": Status.RUNNING, "started_at": session.started_at or data.at}
+            )
+        return session
+    if isinstance(data, SummaryData):
+        kept = [s for s in session.summaries if s.index != data.summary.index]
+        summaries = sorted([*kept, data.summary], key=lambda s: s.index)
+        return session.model_copy(
+            update={
+                "status": Status.RUNNING,
+                "summaries": summaries,
+                # as the store counts: what landed, whatever order the events came in
+                "progress": Progress(done=len(summaries), total=data.progress.total),
+            }
+        )
+    return session.model_copy(
+        update={
+            "status": data.status,
+            "bundles": data.bundles,
+            "error": data.error,
+            "progress": data.progress,
+            "completed_at": data.completed_at,
+        }
+    )
 
 
 def announced(before: Session | None, after: Session) -> list[SessionEvent]:

@@ -84,6 +84,34 @@ def test_notebook_02_generates_shows_summaries_then_bundles_and_restores(
     shot(page, "02-restored")
 
 
+def test_notebook_02_follows_by_push_showing_a_summary_before_the_end(
+    page: Any, local_lab: Lab
+) -> None:
+    page.goto(local_lab.url("02_generate_bundles.ipynb"))
+    page.locator(".jp-Notebook").wait_for()
+    run_all(page)
+    panel = page.locator(PANEL)
+    generate = panel.get_by_role("button", name="Generate Bundles")
+    generate.wait_for(timeout=90_000)
+    push = panel.get_by_role("button", name="push", exact=True)
+    push.click()
+    clicked = time.monotonic()
+    generate.click()
+    first = page.wait_for_function(SNAPSHOT, timeout=60_000).json_value()
+    seconds = time.monotonic() - clicked
+    REPORT.append(f"notebook 02 by push: click -> first summary in the browser: {seconds:.2f} s")
+    shot(page, "02-push-first-summary")
+    done, total = map(int, _find(r"(\d+) of (\d+) summaries", first["text"]).groups())
+    assert 1 <= done < total, first["text"]  # seen while the run was still going
+    assert first["disabled"] is True and push.is_disabled()  # no mode change mid-run
+    panel.get_by_text("The bundles").wait_for(timeout=60_000)
+    text = _panel_text(page)
+    assert f"{total} of {total} summaries" in text and "summary 3 written" in text
+    assert page.locator(f"{PANEL} ol li").count() == total
+    assert page.locator(f"{PANEL} table").count() == 2 and not push.is_disabled()
+    shot(page, "02-push-completed")
+
+
 def test_notebook_02_names_the_field_to_fix(page: Any, local_lab: Lab) -> None:
     page.goto(local_lab.url("02_generate_bundles.ipynb"))
     page.locator(".jp-Notebook").wait_for()
@@ -106,6 +134,10 @@ def test_notebook_02_names_the_field_to_fix(page: Any, local_lab: Lab) -> None:
 def test_notebook_01_shows_a_wrong_upstash_token_and_its_remedy(page: Any, real_lab: Lab) -> None:
     page.goto(real_lab.url("01_setup_walkthrough.ipynb"))
     page.locator(".jp-Notebook").wait_for()
+    # the legend shows the tables' badges: the word on its colour, kept by the sanitizer
+    legend = page.locator(".jp-RenderedMarkdown span", has_text=re.compile(r"^FAIL$")).first
+    colour = legend.evaluate("(e) => getComputedStyle(e).backgroundColor")
+    assert colour == "rgb(207, 34, 46)", colour  # MARK_COLOURS[FAIL], #cf222e
     run_all(page)
     # the last cell's table: every check before it has run
     page.get_by_text("Session not found").first.wait_for(timeout=90_000)

@@ -3,6 +3,7 @@ marked with a word and a colour, headers aligned with their text."""
 
 from __future__ import annotations
 
+import json
 import os
 import re
 from pathlib import Path
@@ -84,3 +85,11 @@ async def test_an_unconfigured_step_as_tables(
     assert len(diagnoses.rows) == len(checks.diagnose(results))
     applying = [d for d in checks.diagnose(results) if d.applies]
     assert diagnoses._repr_html_().count(mark(CheckStatus.FAIL, "APPLIES")) == len(applying)
+
+
+def test_notebook_01s_legend_shows_the_badges_the_tables_show() -> None:
+    notebook = Path(__file__).parents[2] / "notebooks" / "01_setup_walkthrough.ipynb"
+    intro = "".join(json.loads(notebook.read_text())["cells"][0]["source"])
+    for status in CheckStatus:
+        assert f"| {mark(status)} |" in intro, status
+    assert not any(emoji in intro for emoji in ("✅", "⚠", "❌", "⏭"))

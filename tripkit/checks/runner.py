@@ -33,6 +33,7 @@ from tripkit.checks.core import (
 from tripkit.checks.guide import ADVICE, CHECKS, TROUBLESHOOTING, named
 from tripkit.config import ENV_FILES, Settings, load_settings
 from tripkit.errors import ConfigError, TripkitError
+from tripkit.paths import project_root
 
 # --- running ------------------------------------------------------------------------------
 
@@ -80,8 +81,9 @@ async def check_environment(
     local_stack: bool = False,
 ) -> list[CheckResult]:
     """The checks as ``tripkit check`` runs them: from the environment, ``.env.local`` and
-    ``.env``, reporting a value the settings reject instead of raising, and saying where
-    each variable's value came from. ``local_stack`` as for :func:`run_checks`."""
+    ``.env`` (in ``env_dir``, default the project root), reporting a value the settings
+    reject instead of raising, and saying where each variable's value came from.
+    ``local_stack`` as for :func:`run_checks`."""
     raw, sources = read_sources(env_dir)
     cleaned: list[str] = []
     try:
@@ -145,11 +147,15 @@ def _load_cleaned(
 
 
 def _env_base(env_dir: str | Path | None) -> Path:
-    return (Path(env_dir) if env_dir is not None else Path.cwd()).absolute()
+    """Where the dotenv files are: ``env_dir``, else the project root, as
+    :func:`~tripkit.config.load_settings` looks (a kernel's working directory is
+    ``notebooks/``, which holds none)."""
+    return (Path(env_dir) if env_dir is not None else project_root()).absolute()
 
 
 def read_environment(env_dir: str | Path | None = None) -> dict[str, str]:
-    """The raw variables as the settings see them: environment, then .env.local, then .env."""
+    """The raw variables as the settings see them: environment, then .env.local, then .env
+    (in ``env_dir``, default the project root)."""
     return read_sources(env_dir)[0]
 
 

@@ -7,6 +7,13 @@ panel, so it does not matter which cells ran before the button was pressed. Widg
 updated by setting their values (never ``clear_output`` in a loop), from tasks on the
 kernel's own event loop, which is what keeps them working under nbval and papermill.
 
+Two ways to follow a session, chosen with the panel's **follow by** toggle (the
+notebook's ``mode``): ``poll``, the original app's way (``GET /api/session/{id}`` every
+``poll_interval`` seconds, one Redis command each), or ``push`` (one read, then the
+session's events from ``GET /api/session/{id}/events`` as the worker writes them, and one
+read at the end). Both show the same: the summaries as they land, then the bundles and
+the timeline of the final document.
+
 :meth:`GenerationPanel.shared` hands a re-run notebook (Run All) the panel it already
 shows, so a session being followed is not lost with the old widgets.
 """
@@ -15,10 +22,10 @@ from __future__ import annotations
 
 import asyncio
 import html
-from collections.abc import AsyncIterator, Iterator
-from contextlib import contextmanager
+from collections.abc import AsyncGenerator, Iterator
+from contextlib import aclosing, contextmanager
 from datetime import date, datetime, timedelta
-from typing import Any
+from typing import Any, Final, Literal, cast, get_args
 
 import annotated_types
 import ipywidgets as w
@@ -26,7 +33,8 @@ import pandas as pd
 from pydantic import ValidationError
 from pydantic_core import ErrorDetails
 
-from tripkit.api_client import ApiClient
+from tripkit import events
+from tripkit.api_client import ApiClient, ApiError
 from tripkit.config import Settings
 from tripkit.errors import ConfigError, TripkitError
 from tripkit.jupyter.targets import Target
@@ -42,6 +50,10 @@ from tripkit.models import (
 from tripkit.store import SessionStore
 
 SAMPLE = SAMPLE_PREFERENCES
+Mode = Literal["poll", "push"]
+MODES: Final[tuple[Mode, ...]] = get_args(Mode)
+#: How long a session is followed before the panel gives up on it, in either mode.
+FOLLOW_TIMEOUT = 3600.0
 CURRENCIES = ["EUR", "USD", "GBP", "CHF", "JPY", "AUD", "CAD", "SEK", "NOK", "DKK"]
 #: What to do when the restore box is empty.
 RESTORE_HINT = (
@@ -184,16 +196,31 @@ class GenerationPanel:
         settings: Settings | None = None,
         *,
         poll_interval: float = 2.0,
+        mode: str = "poll",
         defaults: Preferences = SAMPLE,
     ) -> None:
         self.api_url = api_url
         self.settings = settings
         self.poll_interval = poll_interval
+        self.follow_by = w.ToggleButtons(
+            options=MODES,
+            tooltips=[
+                "GET /api/session/{id} every poll interval, as the original app does",
+                "the session's events by push, the moment the worker writes them",
+            ],
+            style={"button_width": "60px"},
+        )
+        self.mode = mode
         self.session: Session | None = None
+        #: Session reads (``GET /api/session/{id}``) of the last follow.
         self.polls = 0
+        #: Events received by push in the last follow.
+        self.pushed = 0
         self.following = False
         self.last_error: str | None = None
         self._task: asyncio.Task[Session | None] | None = None
+        #: The id of the session being followed, while it is.
+        self.followed: str | None = None
 
         days = defaults.days
         self.interests = w.TagsInput(value=list(defaults.interests), allow_duplicates=False)
@@ -250,9 +277,27 @@ class GenerationPanel:
         )
         self.widget.add_class("tripkit-panel")
 
+    @property
+    def mode(self) -> Mode:
+        """``poll`` or ``push``: how the next session is followed (the toggle's value)."""
+        return cast(Mode, self.follow_by.value)
+
+    @mode.setter
+    def mode(self, value: str) -> None:
+        if value not in MODES:
+            raise ConfigError(
+                f"Unknown panel mode {value!r}.",
+                remedy='Set mode = "poll" (the app\'s polling every 2 s) or mode = "push" '
+                "(events from GET /api/session/{id}/events).",
+            )
+        self.follow_by.value = value
+
     @classmethod
-    def shared(cls, target: Target, *, poll_interval: float | None = None) -> GenerationPanel:
-        """The kernel's panel for ``target``'s API, made on the first call.
+    def shared(
+        cls, target: Target, *, poll_interval: float | None = None, mode: str | None = None
+    ) -> GenerationPanel:
+        """The kernel's panel for ``target``'s API, made on the first call; ``mode`` (when
+        given) sets how the next session is followed.
 
         Run All executes the notebook again while a generation may be followed; a new panel
         would show empty widgets while the old one kept the session out of sight.
@@ -270,6 +315,8 @@ class GenerationPanel:
             _panels[target.api_url] = panel
         panel.settings = target.settings
         panel.poll_interval = interval
+        if mode is not None:
+            panel.mode = mode
         return panel
 
     def _show_dates(self) -> None:
@@ -280,14 +327,40 @@ class GenerationPanel:
         for widget in (self.length, self.days_label):
             widget.layout.display = "none" if exact else None
 
-    def _actions(self) -> w.HBox:
-        """The buttons, in one place: each starts a job that follows a session."""
+    def _actions(self) -> w.VBox:
+        """The buttons, in one place: each starts a job that follows a session, the way
+        the toggle above them says."""
         self.generate_button = w.Button(description="Generate Bundles", button_style="primary")
         self.restore_button = w.Button(description="Restore session")
+        # Enabled only while a session is followed: the run stops at its next step.
+        self.cancel_button = w.Button(
+            description="Cancel",
+            button_style="danger",
+            disabled=True,
+            tooltip="Stop the generation being followed",
+        )
         self.generate_button.on_click(lambda _: self._start(self.generate()))
         self.restore_button.on_click(lambda _: self._start(self.restore(self.restore_id.value)))
-        self.buttons = [self.generate_button, self.restore_button]
-        return w.HBox([self.generate_button, self.restore_id, self.restore_button])
+        # Not _start: the follow's task stays the one to wait for.
+        self.cancel_button.on_click(
+            lambda _: asyncio.ensure_future(self.cancel()).add_done_callback(self._done)
+        )
+        #: Disabled while a session is followed.
+        self.buttons = [self.generate_button, self.restore_button, self.follow_by]
+        label = w.Label("Follow by", layout=w.Layout(width="110px"))
+        return w.VBox(
+            [
+                w.HBox([label, self.follow_by]),
+                w.HBox(
+                    [
+                        self.generate_button,
+                        self.cancel_button,
+                        self.restore_id,
+                        self.restore_button,
+                    ]
+                ),
+            ]
+        )
 
     def preferences(self) -> Preferences:
         """The form as validated preferences (raises ``ValidationError``)."""
@@ -408,19 +481,76 @@ class GenerationPanel:
                 self._fail(str(exc))
                 return None
 
-    def _updates(self, api: ApiClient, session_id: str) -> AsyncIterator[Session]:
-        """Where the session's states come from: the API, polled as the app polls it."""
-        return api.watch(session_id, interval=self.poll_interval, timeout=3600)
+    def _updates(self, api: ApiClient, session_id: str) -> AsyncGenerator[Session, None]:
+        """Where the session's states come from, in the panel's mode."""
+        if self.mode == "push":
+            return self._pushed(api, session_id)
+        return api.watch(session_id, interval=self.poll_interval)
+
+    async def _pushed(self, api: ApiClient, session_id: str) -> AsyncGenerator[Session, None]:
+        """The session by push: read once (what it is so far), then fold in each event
+        after that read as it comes, then read the final document, so the bundles and
+        the timeline are exactly what poll mode ends with."""
+        session = await api.session(session_id)
+        yield session
+        if session.is_final:
+            return
+        after = events.derive(session)[-1].id
+        async with aclosing(api.follow(session_id, after)) as stream:
+            async for event in stream:
+                self.pushed += 1
+                session = events.apply(session, event)
+                if not event.is_final:
+                    yield session
+        yield await api.session(session_id)
 
     async def _follow(self, api: ApiClient, session_id: str) -> Session:
         """Show every state of the session until it ends, then its bundles and timeline."""
         session: Session | None = None
-        async for session in self._updates(api, session_id):
-            self.show(session)
-        self.polls = api.polls
+        self.pushed = 0
+        self.followed = session_id
+        self.cancel_button.disabled = False
+        try:
+            async with (
+                asyncio.timeout(FOLLOW_TIMEOUT),
+                aclosing(self._updates(api, session_id)) as updates,
+            ):
+                async for session in updates:
+                    self.show(session)
+        except TimeoutError:
+            state = session.status.value if session else "unread"
+            raise TripkitError(
+                f"Session {session_id} is still {state} after {FOLLOW_TIMEOUT:.0f} s.",
+                remedy="A generation that never ends? Check that the worker is running "
+                "(Inngest dashboard, or `tripkit check`).",
+            ) from None
+        finally:
+            self.polls = api.polls
+            self.followed = None
+            self.cancel_button.disabled = True
         assert session is not None
         self.show_results(session, await self._run_record(session_id))
         return session
+
+    async def cancel(self) -> Session | None:
+        """Cancel the generation being followed (``POST /api/session/{id}/cancel``); the
+        follow then shows the session's final ``cancelled`` state. Returns the cancelled
+        session, or ``None`` when nothing was cancelled (the reason is shown)."""
+        session_id = self.followed
+        if session_id is None:
+            self.status.value = "No generation is being followed: there is nothing to cancel."
+            return None
+        self.cancel_button.disabled = True
+        self.status.value = f"Cancelling session <code>{session_id}</code>..."
+        try:
+            async with ApiClient(self.api_url) as api:
+                return await api.cancel(session_id)
+        except TripkitError as exc:
+            if isinstance(exc, ApiError) and exc.status == 409:
+                return None  # it finished first: the follow shows how
+            self.status.value = _red(f"<b>Not cancelled:</b> {html.escape(str(exc))}")
+            self.cancel_button.disabled = self.followed != session_id
+            return None
 
     async def _run_record(self, session_id: str) -> RunRecord | None:
         # A store per read: its connections belong to the event loop that opened them.
@@ -439,8 +569,9 @@ class GenerationPanel:
             self.last_error = f"Failed: {session.error}"
             self.status.value = _red(f"<b>Failed:</b> {html.escape(str(session.error))}")
         else:
+            why = f" ({html.escape(session.error)})" if session.error else ""
             self.status.value = (
-                f"Session <code>{session.session_id}</code>: <b>{state}</b>, "
+                f"Session <code>{session.session_id}</code>: <b>{state}</b>{why}, "
                 f"{session.progress.done} of {session.progress.total} summaries"
             )
         self.summaries.value = summaries_html(session)
