@@ -102,7 +102,7 @@ async def test_every_check_passes_or_skips_on_the_stack(
     # dev mode: the keys the local stack does not need are skipped, not failed
     assert got["config.INNGEST_SIGNING_KEY"].status is CheckStatus.SKIP
     assert got["inngest.signing"].status is CheckStatus.SKIP
-    assert "dev mode, 1 function" in got["inngest.serve"].detail
+    assert "dev mode, 2 function(s)" in got["inngest.serve"].detail
     assert "of the 256 MB free-tier data size" in got["upstash.memory"].detail
     assert got["config.OPENAI_API_KEY"].detail == (
         f"Set (sk-…, {len(stack.openai_key)} chars). Source: the environment."
@@ -547,7 +547,7 @@ async def test_signed_production_mode(
     assert got["inngest.signing"].status is CheckStatus.PASS
     assert "answer signature verified" in got["inngest.signing"].detail
     assert got["inngest.serve"].status is CheckStatus.PASS
-    assert "cloud mode, 1 function" in got["inngest.serve"].detail
+    assert "cloud mode, 2 function(s)" in got["inngest.serve"].detail
     assert got["inngest.event_api"].status is CheckStatus.PASS
     assert_no_secret(format_text(results, diagnose(results)), key, signing_hex(key))
 

@@ -199,7 +199,9 @@ def test_dev_prints_working_variables_and_ctrl_c_stops_every_service(tmp_path: P
         api, worker = env["TRIPKIT_API_URL"], env["TRIPKIT_WORKER_URL"]
         assert api != worker
         assert httpx.get(f"{api}/api/inngest", timeout=10).status_code == 404
-        assert httpx.get(f"{worker}/api/inngest", timeout=10).json()["function_count"] == 1
+        assert (
+            httpx.get(f"{worker}/api/inngest", timeout=10).json()["function_count"] == 2
+        )  # generate-bundles and its stopped handler
         absent = httpx.post(f"{worker}/api/generate-bundles", json=SIMPLE_PREFERENCES, timeout=10)
         assert absent.status_code == 404, absent.text
         assert httpx.get(f"{worker}/healthz", timeout=10).json()["role"] == "worker"
