@@ -84,8 +84,9 @@ def test_a_burst_against_a_frozen_redis_leaves_the_app_answering_at_once(
     finally:
         freezer.client_unpause()
         freezer.close()
-    # the burst hurt: clients gave up, and the app said it was unavailable (503)
-    assert seen["gave up"] > 0 and seen["503"] > 0, seen
+    # the burst hurt: the app said it was unavailable (503), and clients may have given
+    # up too (none do when every call finds the pool busy and is refused at once)
+    assert seen["503"] > 0 and seen["200"] < sum(seen.values()), seen
 
     time.sleep(1.0)  # calls in flight end within the app's 0.5 s Redis timeout
     with httpx.Client(base_url=stack.api_url, timeout=5) as http:
