@@ -162,7 +162,7 @@ def test_demo_runs_end_to_end(tmp_path: Path) -> None:
     counts = {name: int(n) for name, n in (part.split() for part in detail.split(", "))}
     assert total == sum(counts.values())
     assert polls >= 1
-    assert counts["GET"] == polls + 1  # one per poll, and the worker reads the session once
+    assert counts["GET"] == polls  # one per poll; the worker reads nothing
     # 3 bundles: create + running + 3 summaries + complete + run record.
     assert counts["SET"] == 7, counts
     assert "Traceback" not in out + result.stderr

@@ -9,7 +9,7 @@ from __future__ import annotations
 import asyncio
 import uuid
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -147,7 +147,7 @@ def test_a_generations_writer_side_costs_bundles_plus_five_redis_commands(
     assert counts.get("PUBLISH") == 1 + 3 + 1  # each session write is announced
 
 
-def send_start_event(stack: LocalStack, data: dict[str, Any], event_id: str) -> None:
+def send_start_event(stack: LocalStack, data: Mapping[str, Any], event_id: str) -> None:
     client = inngest.Inngest(
         app_id=APP_ID,
         is_production=False,
