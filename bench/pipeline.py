@@ -197,7 +197,7 @@ class Generation:
             "create": 1,
             "writes": writes,
             "publishes": writes if self.announces else 0,
-            "worker reads": 1,
+            "worker reads": 0,  # the start event carries what the first step needs
             "run record": 1,
             "polls": self.polls,
         }

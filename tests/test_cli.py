@@ -162,7 +162,7 @@ def test_demo_runs_end_to_end(tmp_path: Path) -> None:
     counts = {name: int(n) for name, n in (part.split() for part in detail.split(", "))}
     assert total == sum(counts.values())
     assert polls >= 1
-    assert counts["GET"] == polls + 1  # one per poll, and the worker reads the session once
+    assert counts["GET"] == polls  # one per poll; the worker reads nothing
     # 3 bundles: create + running + 3 summaries + complete + run record.
     assert counts["SET"] == 7, counts
     assert "Traceback" not in out + result.stderr
@@ -181,7 +181,7 @@ def test_demo_push_follows_by_push_and_counts_its_commands(tmp_path: Path) -> No
     assert commands, out
     counts = {name: int(n) for name, n in (part.split() for part in commands[2].split(", "))}
     # create + 5 writes (each a SET inside an EVAL) + run record; a PUBLISH per write;
-    # the reader's SUBSCRIBE and GET, and the worker's one read.
-    assert counts == {"SET": 7, "EVAL": 5, "PUBLISH": 5, "SUBSCRIBE": 1, "GET": 2}, counts
+    # the reader's SUBSCRIBE and GET; the worker reads nothing.
+    assert counts == {"SET": 7, "EVAL": 5, "PUBLISH": 5, "SUBSCRIBE": 1, "GET": 1}, counts
     assert int(commands[3]) == 6
     assert "Traceback" not in out + result.stderr

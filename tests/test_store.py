@@ -232,6 +232,51 @@ async def test_a_cancelled_session_refuses_every_later_write_of_the_run(
     assert not changed and again == cancelled
 
 
+def rebuilt(session: Session) -> Session:
+    """The queued session as the worker rebuilds it from its start event (no read)."""
+    return sessions.new(session.session_id, session.preferences, now=session.created_at)
+
+
+async def test_the_run_marks_running_from_the_rebuilt_queued_document_without_a_read(
+    store: SessionStore, raw: redis.Redis
+) -> None:
+    created = await store.create(PREFS)
+    store.transport.counter.reset()
+    running = await store.mark_running(rebuilt(created))
+    assert count(store) == {"EVAL": 1, "PUBLISH": 1}
+    assert running.status is Status.RUNNING and running.created_at == created.created_at
+    assert raw.get(store.key(created.session_id)) == sessions.encode(running)
+
+
+async def test_a_retried_first_step_goes_on_from_what_it_wrote_before(
+    store: SessionStore, raw: redis.Redis
+) -> None:
+    created = await store.create(PREFS)
+    first = await store.add_summary(await store.mark_running(rebuilt(created)), summary(0))
+    stored = raw.get(store.key(created.session_id))
+    # The retry rebuilds the queued document again: the script keeps what is stored.
+    again = await store.mark_running(rebuilt(created))
+    assert again == first and [x.index for x in again.summaries] == [0]
+    assert raw.get(store.key(created.session_id)) == stored
+
+
+async def test_a_session_cancelled_or_gone_before_its_run_started_refuses_the_start(
+    store: SessionStore, raw: redis.Redis
+) -> None:
+    created = await store.create(PREFS)
+    cancelled, _ = await store.cancel(created.session_id, "Stopped before it started.")
+    stored = raw.get(store.key(created.session_id))
+    with pytest.raises(SessionClosed) as closed:
+        await store.mark_running(rebuilt(created))
+    assert closed.value.session == cancelled
+    assert raw.get(store.key(created.session_id)) == stored
+    gone = await store.create(PREFS)
+    raw.delete(store.key(gone.session_id))  # as if its TTL ran out
+    with pytest.raises(SessionNotFound, match="no longer exists"):
+        await store.mark_running(rebuilt(gone))
+    assert raw.exists(store.key(gone.session_id)) == 0
+
+
 async def test_a_finished_session_is_not_cancelled(store: SessionStore) -> None:
     done = await store.complete(await store.create(PREFS), [bundle(0)])
     same, changed = await store.cancel(done.session_id, "too late")

@@ -82,7 +82,7 @@ def test_event_for_a_session() -> None:
     event = event_for(session)
     assert event.name == EVENT_NAME == "trips/bundles.requested"
     assert event.id == session_id
-    assert set(event.data) == {"sessionId", "preferences"}
+    assert set(event.data) == {"sessionId", "preferences", "createdAt"}
     assert event.data["sessionId"] == session_id
     prefs = event.data["preferences"]
     assert isinstance(prefs, dict)
@@ -90,6 +90,53 @@ def test_event_for_a_session() -> None:
     assert prefs["bundleCount"] == 2
     # The worker reads back exactly what was sent.
     assert BundlesRequested.model_validate(event.data).preferences == PREFS
+
+
+@pytest.mark.parametrize(
+    "prefs",
+    [
+        PREFS,
+        Preferences.model_validate(
+            {
+                "interests": ["caf\u00e9s", 'a "quoted" one'],
+                "startDate": "2027-03-01",
+                "endDate": "2027-03-05",
+                "budget": 1234.56,
+                "currency": "EUR",
+                "travellers": 3,
+                "bundleCount": 5,
+            }
+        ),
+    ],
+)
+def test_the_start_event_rebuilds_the_queued_document_byte_for_byte(prefs: Preferences) -> None:
+    """The worker writes ``running`` over the queued document it rebuilds from the event
+    (no read): the write's check compares bytes, so the rebuild must be exact. Through
+    JSON, as Inngest hands the event to the worker."""
+    session = sessions.new(keys.new_session_id(), prefs)
+    sent = json.loads(json.dumps(event_for(session).data))
+    requested = BundlesRequested.model_validate(sent)
+    assert requested.created_at is not None
+    rebuilt = sessions.new(requested.session_id, requested.preferences, now=requested.created_at)
+    assert sessions.encode(rebuilt) == sessions.encode(session)
+
+
+def test_a_start_event_an_older_tripkit_sent_has_no_created_at() -> None:
+    old = {"sessionId": keys.new_session_id(), "preferences": PREFS.model_dump(by_alias=True)}
+    assert BundlesRequested.model_validate(old).created_at is None
+
+
+async def test_a_repeated_idempotent_request_sends_the_same_start_event(
+    store: SessionStore,
+) -> None:
+    """A repeat while the session is queued sends the start event again: the same id and
+    the same data (the session as stored), so Inngest keeps one event and one run."""
+    key = str(uuid.uuid4())
+    first, created = await store.create_once(PREFS, key)
+    again, repeated = await store.create_once(PREFS, key)
+    assert created and not repeated
+    assert event_for(again).id == event_for(first).id == first.session_id
+    assert event_for(again).data == event_for(first).data
 
 
 async def test_inngest_unreachable_fails_the_session(

@@ -6,9 +6,10 @@ worker streams through the real openai client from the model server.
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -20,14 +21,22 @@ import redis
 from helpers import ModelControl, wait_final, wait_until
 
 from tripkit import keys
-from tripkit.constants import CANCEL_EVENT_NAME, DEFAULT_KEY_PREFIX, FUNCTION_SLUG
+from tripkit.constants import (
+    APP_ID,
+    CANCEL_EVENT_NAME,
+    DEFAULT_KEY_PREFIX,
+    EVENT_NAME,
+    FUNCTION_SLUG,
+)
 from tripkit.devstack.stack import LocalStack, StackConfig
 from tripkit.devstack.testing import RedisCommandCounter
 from tripkit.devstack.trip_planner import make_bundle, plan
 from tripkit.llm import ModelClient
-from tripkit.models import BundleOutput, Preferences, RunRecord, TokenUsage, utcnow
+from tripkit.models import BundleOutput, Preferences, RunRecord, Session, TokenUsage, utcnow
 from tripkit.store import SessionStore
 from tripkit.transport.resp import RespTransport
+from tripkit.transport.rest import RestTransport
+from tripkit.trigger import event_for
 from tripkit.worker import (
     BundleJob,
     Worker,
@@ -120,9 +129,9 @@ def test_a_generation_completes_with_every_summary_then_the_bundles(
 def test_a_generations_writer_side_costs_bundles_plus_five_redis_commands(
     stack: LocalStack, model_control: ModelControl
 ) -> None:
-    """Create (SET NX), the first step's read (GET) and running (SET XX), one SET XX per
-    summary, the run record (SET) and completed (SET XX): no polls here, the test waits on
-    the executor instead."""
+    """Create (SET NX), running (SET XX; the first step rebuilds the queued session from
+    its start event, so it reads nothing), one SET XX per summary, the run record (SET)
+    and completed (SET XX): no polls here, the test waits on the executor instead."""
     counter = RedisCommandCounter(stack.redis_url)
     try:
         counter.reset()
@@ -134,8 +143,72 @@ def test_a_generations_writer_side_costs_bundles_plus_five_redis_commands(
     finally:
         counter.close()
     assert counts.get("SET") == 1 + 1 + 3 + 1 + 1
-    assert counts.get("GET") == 1
+    assert counts.get("GET", 0) == 0
     assert counts.get("PUBLISH") == 1 + 3 + 1  # each session write is announced
+
+
+def send_start_event(stack: LocalStack, data: Mapping[str, Any], event_id: str) -> None:
+    client = inngest.Inngest(
+        app_id=APP_ID,
+        is_production=False,
+        api_base_url=stack.inngest_url,
+        event_api_base_url=stack.inngest_url,
+    )
+    client.send_sync(inngest.Event(name=EVENT_NAME, data=data, id=event_id))
+
+
+async def queued_session(stack: LocalStack) -> Session:
+    """A session as the API creates it, whose start event is not sent yet."""
+    transport = RestTransport(stack.rest_url, stack.rest_token)
+    async with SessionStore(transport, prefix=DEFAULT_KEY_PREFIX) as store:
+        return await store.create(Preferences.model_validate({**PREFS, "bundleCount": 2}))
+
+
+def test_a_run_a_session_cancelled_before_it_started_ends_without_writing(
+    stack: LocalStack, model_control: ModelControl
+) -> None:
+    """The first step's write (over the queued document it rebuilt) is refused: the run
+    ends at once, the session stays cancelled, no model is asked."""
+    session = asyncio.run(queued_session(stack))
+    sid = session.session_id
+    cancelled = httpx.post(f"{stack.api_url}/api/session/{sid}/cancel", timeout=10)
+    assert cancelled.status_code == 202, cancelled.text
+    send_start_event(stack, event_for(session).data, sid)
+    assert wait_until(
+        lambda: bool(runs_of(stack, sid)) and runs_of(stack, sid)[0]["status"] != "Running",
+        timeout=60,
+    )
+    assert httpx.get(f"{stack.api_url}/api/session/{sid}", timeout=5).json() == cancelled.json()
+    assert model_control.served("bundle", 0) == 0
+    record, _ = run_record(stack, sid)  # on_failure saw the cancel and recorded it
+    assert record.status == "cancelled" and record.cancelled_at is not None
+
+
+def test_a_start_event_without_created_at_reads_the_session_and_completes(
+    stack: LocalStack, model_control: ModelControl
+) -> None:
+    """A run an older tripkit queued: its event has no ``createdAt``, so the first step
+    reads the session (one GET) before marking it running."""
+    session = asyncio.run(queued_session(stack))
+    sid = session.session_id
+    old = {
+        "sessionId": sid,
+        "preferences": session.preferences.model_dump(mode="json", by_alias=True),
+    }
+    counter = RedisCommandCounter(stack.redis_url)
+    try:
+        counter.reset()
+        send_start_event(stack, old, sid)
+        assert wait_until(lambda: runs_of(stack, sid)[0]["status"] == "Completed", timeout=60)
+        counts = counter.counts()
+    finally:
+        counter.close()
+    assert counts.get("GET") == 1
+    body = httpx.get(f"{stack.api_url}/api/session/{sid}", timeout=5).json()
+    assert (
+        body["status"] == "completed"
+        and body["createdAt"] == session.model_dump(mode="json", by_alias=True)["createdAt"]
+    )
 
 
 def test_model_errors_are_retried_until_the_model_answers(

@@ -192,10 +192,14 @@ class IdempotencyRecord(WireModel):
 
 
 class BundlesRequested(WireModel):
-    """The data of the event that starts a generation: which session, what preferences."""
+    """The data of the event that starts a generation: which session, what preferences,
+    and when the session was created. With those the worker rebuilds the queued session
+    document (:func:`tripkit.sessions.new`) instead of reading it; an event an older
+    tripkit sent has no ``createdAt``, and the worker reads the session then."""
 
     session_id: str
     preferences: Preferences
+    created_at: datetime | None = None
 
     @field_validator("session_id")
     @classmethod

@@ -47,6 +47,7 @@ from tripkit.models import (
     Preferences,
     RunRecord,
     Session,
+    Status,
     Summary,
 )
 from tripkit.sessions import SessionClosed
@@ -240,7 +241,25 @@ class SessionStore:
         raise StoreError(f"Session {session_id} kept changing; the cancel was not applied.")
 
     async def mark_running(self, session: Session) -> Session:
-        return await self._replace(sessions.start(session), session)
+        """Mark running the session stored as ``session``. The run's first step passes
+        the queued document it rebuilt from its start event, so it need not read it:
+        one ``EVAL`` (with its ``SET``) and the ``PUBLISH``, as every write. If Redis
+        holds another document (a retried step finds its own earlier writes, a cancel
+        landed first), the script keeps that one and the run goes on from it: a running
+        session as it is, a failed or cancelled one raises :class:`SessionClosed`, an
+        expired one :class:`SessionNotFound`."""
+        expected = sessions.encode(session)
+        for _ in range(10):
+            running = sessions.start(session)
+            kept = await self._write(running, expected=expected)
+            if kept is None:
+                await self._announce(session, running)
+                return running
+            session = sessions.decode(kept)
+            if session.status is not Status.QUEUED:
+                return sessions.start(session)
+            expected = kept
+        raise StoreError(f"Session {session.session_id} kept changing; it was not started.")
 
     async def add_summary(self, session: Session, summary: Summary) -> Session:
         return await self._replace(sessions.add_summary(session, summary), session)

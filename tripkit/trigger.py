@@ -121,8 +121,13 @@ class EventSender:
 
 
 def event_for(session: Session) -> inngest.Event:
-    """The event that starts the run; its id is the session id, so Inngest drops repeats."""
-    data = BundlesRequested(session_id=session.session_id, preferences=session.preferences)
+    """The event that starts the run; its id is the session id, so Inngest drops repeats.
+    It carries what the queued session was made of, so the run need not read it."""
+    data = BundlesRequested(
+        session_id=session.session_id,
+        preferences=session.preferences,
+        created_at=session.created_at,
+    )
     return inngest.Event(
         name=EVENT_NAME,
         data=data.model_dump(mode="json", by_alias=True),

@@ -5,7 +5,9 @@ costs N + 1 Inngest executions (1 run + N steps). Each step is one streamed mode
 the model picks bundle *i*'s destination (none of those the earlier bundles took) and
 writes its summary, then the bundle. So:
 
-- ``bundle-0`` also marks the session running (it reads the session once);
+- ``bundle-0`` also marks the session running: it rebuilds the queued session from the
+  start event (session id, preferences, ``createdAt``), so it writes without reading
+  (a run an older tripkit queued, whose event has no ``createdAt``, reads it once);
 - every step writes its summary into the session the moment the summary line is complete;
 - the last step also writes the run record, then the bundles and the final status.
 
@@ -42,6 +44,7 @@ from typing import Any
 import inngest
 from pydantic import BaseModel, ConfigDict, Field
 
+from tripkit import sessions
 from tripkit.constants import (
     CANCEL_EVENT_NAME,
     EVENT_NAME,
@@ -58,6 +61,7 @@ from tripkit.models import (
     BundleOutput,
     BundlesRequested,
     FinalOutput,
+    Preferences,
     RunRecord,
     Session,
     Status,
@@ -114,14 +118,17 @@ def _wire(model: BaseModel) -> dict[str, Any]:
 
 @dataclass(frozen=True)
 class BundleJob:
-    """What one ``bundle-<i>`` step needs: for bundle 0 the session id (it reads the
-    session), later the session and the bundles the earlier steps returned."""
+    """What one ``bundle-<i>`` step needs: for bundle 0 what the start event says (it
+    rebuilds the queued session from that), later the session and the bundles the
+    earlier steps returned."""
 
     session_id: str
     index: int
     earlier: list[BundleOutput]
     run_id: str
     attempt: int
+    preferences: Preferences | None = None
+    created_at: datetime | None = None
 
 
 @dataclass
@@ -136,7 +143,7 @@ class Worker:
             if job.earlier:
                 session = job.earlier[-1].session
             else:
-                session = await self.store.mark_running(await self.store.get(job.session_id))
+                session = await self.store.mark_running(await self._queued(job))
             written: dict[str, Any] = {}
 
             async def on_summary(summary: Summary) -> None:
@@ -157,6 +164,13 @@ class Worker:
             if job.index == session.progress.total - 1:
                 output = await self._complete(job, output)
         return _wire(output)
+
+    async def _queued(self, job: BundleJob) -> Session:
+        """The session as the API created it: rebuilt from the start event, byte for byte
+        (no read); read for an event an older tripkit sent, without ``createdAt``."""
+        if job.created_at is None or job.preferences is None:
+            return await self.store.get(job.session_id)
+        return sessions.new(job.session_id, job.preferences, now=job.created_at)
 
     async def finalize(self, job: BundleJob, last: BundleOutput) -> dict[str, Any]:
         """Complete a run an older tripkit started, whose bundle steps (memoized) did not
@@ -314,7 +328,15 @@ def create_functions(
         requested = BundlesRequested.model_validate(ctx.event.data)
         outputs: list[BundleOutput] = []
         for index in range(requested.preferences.bundle_count):
-            job = BundleJob(requested.session_id, index, list(outputs), ctx.run_id, ctx.attempt)
+            job = BundleJob(
+                requested.session_id,
+                index,
+                list(outputs),
+                ctx.run_id,
+                ctx.attempt,
+                requested.preferences,
+                requested.created_at,
+            )
             raw = await ctx.step.run(f"bundle-{index}", worker.bundle, job)
             outputs.append(BundleOutput.model_validate(raw))
         final = outputs[-1].session

@@ -47,7 +47,7 @@ def test_command_formula_matches_a_real_generation(stack: LocalStack) -> None:
     gets = formula["worker_reads"] + formula["polls"]
     assert counts.get("SET") == sets == 4 + record.bundles
     assert counts.get("EVAL") == formula["write_scripts"] == 2 + record.bundles
-    assert counts.get("GET") == gets == 1 + polls
+    assert counts.get("GET") == gets == polls  # the worker reads nothing
     assert counts.get("PUBLISH") == formula["publishes"] == 2 + record.bundles
     assert counts["SET"] + counts["EVAL"] + counts["GET"] + counts["PUBLISH"] == formula["total"]
     # Polls estimated from the record's duration are an upper bound: request latency
@@ -87,46 +87,46 @@ def test_polls_per_generation(duration: float, interval: float, polls: int) -> N
 
 
 def test_redis_commands_per_generation() -> None:
-    # The local stack's demo: 3 bundles, 29 polls -> 7 SET + 5 EVAL + 5 PUBLISH + 30 GET.
+    # The local stack's demo: 3 bundles, 29 polls -> 7 SET + 5 EVAL + 5 PUBLISH + 29 GET.
     parts = costs.redis_commands_per_generation(3, 29)
     assert parts == {
         "create": 1,
         "writes": 5,
         "write_scripts": 5,
         "publishes": 5,
-        "worker_reads": 1,
+        "worker_reads": 0,  # the start event carries what the worker used to read
         "run_record": 1,
         "polls": 29,
-        "total": 47,
+        "total": 46,
     }
     # A global database with 2 read regions bills each write 3 times; scripts, PUBLISHes
     # and reads once.
-    assert costs.redis_commands_per_generation(3, 29, read_regions=2)["total"] == 21 + 10 + 30
-    # Failed after 1 summary: running, 1 summary, fail = GET + a write, each write a
-    # script and announced.
+    assert costs.redis_commands_per_generation(3, 29, read_regions=2)["total"] == 21 + 10 + 29
+    # Failed after 1 summary: running, 1 summary, fail = on_failure's GET + a write, each
+    # write a script and announced.
     failed = costs.redis_commands_per_generation(0, 4, failed=True, summaries=1)
     assert failed["writes"] == failed["write_scripts"] == failed["publishes"] == 3
-    assert failed["worker_reads"] == 2 and failed["total"] == 17
+    assert failed["worker_reads"] == 1 and failed["total"] == 16
 
 
 def test_redis_commands_by_mode() -> None:
     poll = costs.redis_commands_by_mode("poll", 5, 181)
     assert poll == {
         "create": 1,
-        "worker_reads": 1,
+        "worker_reads": 0,
         "writes": 7,
         "write_scripts": 7,  # each write is a check-and-set script: EVAL + its SET
         "publishes": 7,  # the store announces every write, polled or not
         "run_record": 1,
         "polls": 181,
-        "total": 205,
+        "total": 204,
     }
-    # tests/test_push.py measures this: SET 9, EVAL 7, PUBLISH 7, GET 2, SUBSCRIBE 1.
+    # tests/test_push.py measures this: SET 9, EVAL 7, PUBLISH 7, GET 1, SUBSCRIBE 1.
     push = costs.redis_commands_by_mode("push", 5, 181)  # polls do not apply
     assert push["publishes"] == 7 * costs.PUBLISHES_PER_SESSION_WRITE
     assert push["push_clients"] == costs.COMMANDS_PER_PUSH_CLIENT == 2
-    assert push["total"] == 10 + 7 + 7 + 2 == 26 and "polls" not in push
-    assert costs.redis_commands_by_mode("push", 5, writes=9, clients=2)["total"] == 12 + 18 + 4
+    assert push["total"] == 9 + 7 + 7 + 2 == 25 and "polls" not in push
+    assert costs.redis_commands_by_mode("push", 5, writes=9, clients=2)["total"] == 11 + 18 + 4
     assert costs.redis_commands_by_mode("poll", 5, 10, clients=2)["polls"] == 20
     with pytest.raises(UsageError, match="poll' or 'push"):
         costs.redis_commands_by_mode("sse", 5)  # type: ignore[arg-type]

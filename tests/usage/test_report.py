@@ -88,11 +88,11 @@ async def test_the_verdict_says_it_fits_which_limit_binds_first_and_when(
     lines = report.verdict().splitlines()
     assert lines[0] == "## Verdict"
     text = "\n".join(lines)
-    # 10 a day: 49,950 of the 500,000 Redis commands a month (the polls of 300 s runs)
+    # 10 a day: 49,650 of the 500,000 Redis commands a month (the polls of 300 s runs)
     assert "**Yes: the usage fits the free tiers.** At 10.0 generations a day" in text
-    assert "- **Binds first:** Redis commands per month: 49,950 of 500,000 (10.0%)." in text
-    assert "- **When:** not at this rate: a month uses 10.0% of it." in text
-    assert "reached at about 100 generations a day (10.0 times today's volume)" in text
+    assert "- **Binds first:** Redis commands per month: 49,650 of 500,000 (9.9%)." in text
+    assert "- **When:** not at this rate: a month uses 9.9% of it." in text
+    assert "reached at about 101 generations a day (10.1 times today's volume)" in text
     assert "- **Under profile `guide`:** fits; Inngest runs per month binds first (45%)." in text
     assert "OpenAI** has no free tier" in text
 
@@ -113,7 +113,7 @@ async def test_the_verdict_without_generations_gives_the_capacity(tmp_path: Path
     text = report.verdict()
     assert text.startswith("## Verdict\n")
     assert "No generations to measure" in text
-    assert "carry about 83 generations a day (the Redis limit binds first)" in text
+    assert "carry about 84 generations a day (the Redis limit binds first)" in text
 
 
 async def test_tables_have_human_headers(tmp_path: Path) -> None:

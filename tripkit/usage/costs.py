@@ -9,11 +9,13 @@ month against each plan, and :mod:`tripkit.usage.report` shows both.
 The Redis cost of one generation (:func:`redis_commands_per_generation`, asserted against
 a real run in the tests): create 1 + writes (running 1, one per bundle summary,
 complete 1), each a check-and-set script billed as 2 (the ``EVAL`` and its ``SET``, see
-:mod:`tripkit.store`) and followed by a PUBLISH, + the worker's read 1 + the run record 1 +
-the client's polls. The polls dominate: a 6-minute generation polled every 2 s is ~181
-GETs against 24 other commands (5 bundles). :func:`redis_commands_by_mode` prices the
-same generation for a client that polls and for one that follows the push endpoint
-instead; the push figures rest on the named constants below.
+:mod:`tripkit.store`) and followed by a PUBLISH, + the run record 1 + the client's polls.
+The worker reads nothing (its start event carries what the queued session was made of),
+except ``on_failure``, which reads the session it marks failed. The polls dominate: a
+6-minute generation polled every 2 s is ~181 GETs against 23 other commands (5
+bundles). :func:`redis_commands_by_mode` prices the same generation for a client that
+polls and for one that follows the push endpoint instead; the push figures rest on the
+named constants below.
 
 The Inngest cost (:func:`executions_per_generation`): one run plus one step per bundle
 (:func:`steps_per_generation`), so bundles + 1 executions.
@@ -106,18 +108,19 @@ def redis_commands_per_generation(
 
     Completed: create 1, writes 2 + ``bundles`` (running, one summary each, complete),
     each a ``SET`` inside a script (``write_scripts``, one ``EVAL`` each) followed by its
-    PUBLISH (the store announces every write, polled or not), worker read 1, run record
-    1, polls. Failed: the summaries written before the failure (default 0) and ``fail``
-    (GET + a write) instead of the summaries and complete. A global database bills each
-    write again per read region (``read_regions``).
+    PUBLISH (the store announces every write, polled or not), run record 1, polls; the
+    worker reads nothing (``worker_reads`` 0: the first step rebuilds the queued session
+    from its start event). Failed: the summaries written before the failure (default 0)
+    and ``fail`` (on_failure's GET + a write) instead of the summaries and complete. A
+    global database bills each write again per read region (``read_regions``).
     """
     if failed:
         written = 0.0 if summaries is None or math.isnan(summaries) else summaries
         writes = 1 + written + 1  # running, summaries, failed
-        reads = 1 + 1  # the worker's read, on_failure's read
+        reads = 1  # on_failure's read
     else:
         writes = 2 + bundles
-        reads = 1
+        reads = 0
     amplify = 1 + max(read_regions, 0)
     parts = {
         "create": 1.0 * amplify,
@@ -141,9 +144,9 @@ def redis_commands_by_mode(
     clients: int = 1,
 ) -> dict[str, float]:
     """Billed Redis commands of one completed generation followed by ``clients`` clients in
-    ``mode``, by source: the generation's own (create, the worker's read, its ``writes``,
-    default :func:`session_writes`, each a script with its ``SET`` and its PUBLISH, the
-    run record), then
+    ``mode``, by source: the generation's own (create, its ``writes``, default
+    :func:`session_writes`, each a script with its ``SET`` and its PUBLISH, the run
+    record; the worker reads nothing), then
     ``polls`` GETs per client, or :data:`COMMANDS_PER_PUSH_CLIENT` per push client."""
     if mode not in ("poll", "push"):
         raise UsageError(f"Unknown mode {mode!r}: use 'poll' or 'push'.")
@@ -152,7 +155,7 @@ def redis_commands_by_mode(
     writes = session_writes(bundles) if writes is None else writes
     parts = {
         "create": 1.0,
-        "worker_reads": 1.0,
+        "worker_reads": 0.0,
         "writes": float(writes),
         "write_scripts": float(writes),
         "publishes": PUBLISHES_PER_SESSION_WRITE * writes,

@@ -264,8 +264,8 @@ class UsageReport:
         per = self.per
         items = [
             "Redis commands per generation = create 1 + writes (running 1 + one per bundle "
-            "summary + complete 1), each with its PUBLISH, + worker read 1 + run record 1 + "
-            "polls; polls = "
+            "summary + complete 1), each with its PUBLISH, + run record 1 + polls (the "
+            "worker reads the session only to mark a failed run failed); polls = "
             "ceil(duration / poll interval) + 1. The polls dominate: poll less often (or stop "
             "polling when the tab is hidden) before anything else.",
             "Run records do not say how often each client polled: polls are estimated from "
@@ -364,7 +364,7 @@ class UsageReport:
             "create": "create the session (SET NX)",
             "writes": "session writes (SET XX: running, summaries, complete/fail)",
             "publishes": "announcements to push clients (PUBLISH, one per write)",
-            "worker_reads": "worker reads (GET)",
+            "worker_reads": "worker reads (GET; only a failed run's)",
             "run_record": "run record (SET)",
             "polls": f"client polls (GET, every {self.poll_interval:g} s)",
             "total": "total",
