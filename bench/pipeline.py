@@ -622,28 +622,31 @@ def report(
         "Totals from INFO commandstats (what the server executed; Upstash bills each). The "
         "split is from MONITOR, command by command; worker reads = GETs - polls. "
         "Expected (tripkit/store.py): create 1, writes 1 running + 1 per summary + "
-        "1 complete, each followed by a PUBLISH on a build with push (issue 9), worker "
-        "reads 1, run record 1, polls = polls made."
+        "1 complete, each a SET inside one EVAL (billed as one more) followed by a "
+        "PUBLISH, worker reads 0 (the start event carries what the first step needs), "
+        "run record 1, polls = polls made."
     )
     w("")
     w(
-        "| # | total | GET | SET | PUBLISH | other | create | writes | publishes | worker reads "
+        "| # | total | GET | SET | EVAL | PUBLISH | other | create | writes | publishes "
+        "| worker reads "
         "| run record | polls | matches theory | duration (s) |"
     )
     w(
         "| ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: "
-        "| --- | ---: |"
+        "| ---: | --- | ---: |"
     )
 
     def other(g: Generation) -> int:
-        return g.total - sum(g.stats.get(c, 0) for c in ("GET", "SET", "PUBLISH"))
+        return g.total - sum(g.stats.get(c, 0) for c in ("GET", "SET", "EVAL", "PUBLISH"))
 
     for n, g in enumerate(gens, 1):
         m = g.measured
-        ok = m == g.expected and g.writes == m["writes"] and other(g) == 0
+        scripts = g.stats.get("EVAL", 0)
+        ok = m == g.expected and g.writes == m["writes"] == scripts and other(g) == 0
         w(
             f"| {n} | {g.total} | {g.stats.get('GET', 0)} | {g.stats.get('SET', 0)} | "
-            f"{g.stats.get('PUBLISH', 0)} | {other(g)} | "
+            f"{scripts} | {g.stats.get('PUBLISH', 0)} | {other(g)} | "
             f"{m['create']} | {m['writes']} | {m['publishes']} | {m['worker reads']} | "
             f"{m['run record']} | {m['polls']} | "
             f"{'yes' if ok else 'NO: expected ' + str(g.expected)} | {g.duration:.2f} |"
@@ -654,6 +657,7 @@ def report(
         f"| mean | {mean([g.total for g in gens]):.1f} | "
         f"{mean([g.stats.get('GET', 0) for g in gens]):.1f} | "
         f"{mean([g.stats.get('SET', 0) for g in gens]):.1f} | "
+        f"{mean([g.stats.get('EVAL', 0) for g in gens]):.1f} | "
         f"{mean([g.stats.get('PUBLISH', 0) for g in gens]):.1f} | "
         f"{mean([other(g) for g in gens]):.1f} | "
         f"{mean([g.measured['create'] for g in gens]):.1f} | "

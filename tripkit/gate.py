@@ -28,6 +28,10 @@ from typing import TypeVar
 T = TypeVar("T")
 
 
+async def _awaited(call: Callable[[], Awaitable[T]]) -> T:
+    return await call()
+
+
 class Gate:
     """At most ``size`` calls in flight; a caller waits at most ``wait`` s for a slot."""
 
@@ -48,19 +52,19 @@ class Gate:
 
     async def run(self, call: Callable[[], Awaitable[T]]) -> T:
         """Run ``call()`` once a slot is free; raise the ``busy`` error after ``wait`` s."""
-        try:
-            async with asyncio.timeout(self.wait):
-                await self._slots.acquire()
-        except TimeoutError:
-            raise self.busy(
-                f"all {self.size} connections were in use for {self.wait:g} s"
-            ) from None
-
-        async def body() -> T:
-            return await call()
+        if self._slots.locked():
+            try:
+                async with asyncio.timeout(self.wait):
+                    await self._slots.acquire()
+            except TimeoutError:
+                raise self.busy(
+                    f"all {self.size} connections were in use for {self.wait:g} s"
+                ) from None
+        else:  # a slot is free: taken at once, without arming a timeout (polls are hot)
+            await self._slots.acquire()
 
         # No await between acquire and create_task: the slot always belongs to a task.
-        task: asyncio.Task[T] = asyncio.get_running_loop().create_task(body())
+        task: asyncio.Task[T] = asyncio.get_running_loop().create_task(_awaited(call))
         self._running.add(task)
         task.add_done_callback(self._finished)
         return await asyncio.shield(task)
