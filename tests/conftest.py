@@ -7,7 +7,7 @@ the Upstash-compatible gateway over real HTTP.
 from __future__ import annotations
 
 import secrets
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 
 import pytest
 import redis
@@ -16,6 +16,9 @@ from helpers import ModelControl
 from tripkit.devstack.redis_server import EmbeddedRedis
 from tripkit.devstack.rest_gateway import BackgroundGateway
 from tripkit.devstack.stack import LocalStack, StackConfig
+from tripkit.transport import Transport
+from tripkit.transport.resp import RespTransport
+from tripkit.transport.rest import RestTransport
 
 
 @pytest.fixture(scope="session")
@@ -63,3 +66,17 @@ def model_control(stack: LocalStack) -> Iterator[ModelControl]:
     control.reset()
     yield control
     control.reset()
+
+
+# Each test that takes it runs once over RESP and once over REST.
+@pytest.fixture(params=["resp", "rest"])
+async def transport(
+    request: pytest.FixtureRequest, redis_url: str, rest_gateway: BackgroundGateway
+) -> AsyncIterator[Transport]:
+    t: Transport = (
+        RespTransport(redis_url, timeout=3)
+        if request.param == "resp"
+        else RestTransport(rest_gateway.url, rest_gateway.token, timeout=3)
+    )
+    yield t
+    await t.aclose()

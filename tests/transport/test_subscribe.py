@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import uuid
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import Iterator
 
 import pytest
 import redis
@@ -18,19 +18,6 @@ from tripkit.errors import RedisAuthError, RedisUnavailable, StoreError
 from tripkit.transport import Subscription, Transport
 from tripkit.transport.resp import RespTransport
 from tripkit.transport.rest import RestTransport
-
-
-@pytest.fixture(params=["resp", "rest"])
-async def transport(
-    request: pytest.FixtureRequest, redis_url: str, rest_gateway: BackgroundGateway
-) -> AsyncIterator[Transport]:
-    t: Transport = (
-        RespTransport(redis_url, timeout=3)
-        if request.param == "resp"
-        else RestTransport(rest_gateway.url, rest_gateway.token, timeout=3)
-    )
-    yield t
-    await t.aclose()
 
 
 @pytest.fixture

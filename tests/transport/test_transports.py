@@ -5,13 +5,12 @@ from __future__ import annotations
 import socket
 import threading
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import Iterator
 
 import pytest
 import redis
 
 from tripkit.devstack.redis_server import EmbeddedRedis
-from tripkit.devstack.rest_gateway import BackgroundGateway
 from tripkit.devstack.testing import RedisCommandCounter
 from tripkit.errors import (
     CommandError,
@@ -23,19 +22,6 @@ from tripkit.errors import (
 from tripkit.transport import Transport
 from tripkit.transport.resp import RespTransport
 from tripkit.transport.rest import RestTransport
-
-
-@pytest.fixture(params=["resp", "rest"])
-async def transport(
-    request: pytest.FixtureRequest, redis_url: str, rest_gateway: BackgroundGateway
-) -> AsyncIterator[Transport]:
-    t: Transport = (
-        RespTransport(redis_url, timeout=3)
-        if request.param == "resp"
-        else RestTransport(rest_gateway.url, rest_gateway.token, timeout=3)
-    )
-    yield t
-    await t.aclose()
 
 
 async def test_reply_shapes_are_the_same(transport: Transport, redis_url: str) -> None:

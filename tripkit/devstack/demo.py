@@ -18,7 +18,7 @@ from tripkit.api_client import ApiClient
 from tripkit.devstack.stack import LocalStack, StackConfig
 from tripkit.devstack.testing import RedisCommandCounter
 from tripkit.events import FinalData, StatusData, SummaryData
-from tripkit.models import SAMPLE_PREFERENCES, Bundle, Preferences, Session, Status
+from tripkit.models import SAMPLE_PREFERENCES, Bundle, Preferences, Session, Status, Summary
 
 
 @dataclass
@@ -70,16 +70,17 @@ async def run_generation(
             for summary in session.summaries:
                 if summary.index not in shown:
                     shown.add(summary.index)
-                    print(
-                        f"\n  #{summary.index + 1} {summary.title} ({summary.destination})",
-                        file=out,
-                    )
-                    print(f"     {summary.text}", file=out)
+                    _print_summary(summary, out)
             bar = progress_bar(session.progress.done, session.progress.total)
             print(f"  {bar}  {session.status.value}", file=out, flush=True)
             final = session
         assert final is not None
         return final, to_id, api.polls
+
+
+def _print_summary(summary: Summary, out: TextIO) -> None:
+    print(f"\n  #{summary.index + 1} {summary.title} ({summary.destination})", file=out)
+    print(f"     {summary.text}", file=out)
 
 
 async def follow_generation(
@@ -107,12 +108,7 @@ async def follow_generation(
                 elif isinstance(data, SummaryData):
                     if first_summary is None:
                         first_summary = time.perf_counter() - started
-                    summary = data.summary
-                    print(
-                        f"\n  #{summary.index + 1} {summary.title} ({summary.destination})",
-                        file=out,
-                    )
-                    print(f"     {summary.text}", file=out)
+                    _print_summary(data.summary, out)
                     bar = progress_bar(data.progress.done, data.progress.total)
                     print(f"  [id {event.id}] {bar}", file=out, flush=True)
                 elif isinstance(data, FinalData):
